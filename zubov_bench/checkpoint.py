@@ -1,0 +1,88 @@
+"""Safe checkpoints: tensors and plain data only, loaded with `torch.load(weights_only=True)`.
+
+A checkpoint holds the model name, its resolved config, the data spec, the state dict and a
+sha256 over (name, config, state), so that tampering or truncation is caught on load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .data.base import DataSpec
+from .errors import UserError
+from .io import atomic_path
+
+FORMAT = "zubov-bench-checkpoint/1"
+
+
+def state_hash(model_name: str, config: dict, state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([model_name, config], sort_keys=True, default=str).encode())
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16
+                      else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model, extra: dict[str, Any] | None = None) -> str:
+    """Write model + config + hash atomically; returns the content hash."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = json.loads(json.dumps(model.config_dict(), default=list))
+    digest = state_hash(model.registry_name, config, state)
+    payload = {
+        "format": FORMAT,
+        "suite_version": __version__,
+        "model": model.registry_name,
+        "config": config,
+        "data": model.spec.to_dict(),
+        "state_dict": state,
+        "sha256": digest,
+        "extra": extra or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return digest
+
+
+def read_payload(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError, AttributeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load checkpoint {path}: corrupt, truncated or unsafe file ({first[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a zubov-bench checkpoint")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
+    """Rebuild the model from a checkpoint; returns (model in eval mode, payload without state)."""
+    from .models import create_model
+
+    payload = read_payload(path)
+    state = payload["state_dict"]
+    if verify and state_hash(payload["model"], payload["config"], state) != payload.get("sha256"):
+        raise UserError(f"checkpoint {path} failed its integrity check (content hash mismatch)")
+    spec = DataSpec.from_dict(payload["data"])
+    model = create_model(payload["model"], spec, **payload["config"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not match model {payload['model']!r}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model.to(device).eval(), meta

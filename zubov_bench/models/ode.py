@@ -1,0 +1,124 @@
+"""ODE solving behind one small config: method, steps or tolerances, T, adjoint, NFE counting."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+FIXED_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+
+
+class SolverError(RuntimeError):
+    """The solver failed (step limit reached, or a non-finite state)."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    method: str = "rk4"
+    steps: int = 10  # fixed-step methods: number of steps on [0, T]
+    rtol: float = 1e-3  # adaptive methods
+    atol: float = 1e-4
+    T: float = 1.0
+    adjoint: bool = False
+    max_num_steps: int = 2000  # adaptive methods: give up (SolverError) past this many steps
+
+    def __post_init__(self):
+        if self.method not in FIXED_METHODS + ADAPTIVE_METHODS:
+            known = ", ".join(FIXED_METHODS + ADAPTIVE_METHODS)
+            raise UserError(f"unknown ODE solver {self.method!r}; known: {known}")
+        if self.steps < 1:
+            raise UserError(f"solver steps must be >= 1, got {self.steps}")
+        if not (self.T > 0):
+            raise UserError(f"integration time T must be > 0, got {self.T}")
+        if not (self.rtol > 0 and self.atol > 0):
+            raise UserError("solver tolerances must be > 0")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+    @classmethod
+    def parse(cls, text: str, base: "SolverConfig | None" = None) -> "SolverConfig":
+        """'rk4:20' (fixed, 20 steps), 'dopri5' or 'dopri5:1e-6' (adaptive, rtol=atol)."""
+        base = base or cls()
+        method, _, arg = text.partition(":")
+        if not arg:
+            return replace(base, method=method)
+        try:
+            if method in ADAPTIVE_METHODS:
+                tol = float(arg)
+                return replace(base, method=method, rtol=tol, atol=tol)
+            return replace(base, method=method, steps=int(arg))
+        except ValueError:
+            raise UserError(f"bad solver spec {text!r}; use e.g. rk4:20 or dopri5:1e-5") from None
+
+    def describe(self) -> str:
+        if self.adaptive:
+            return f"{self.method}(rtol={self.rtol:g},atol={self.atol:g},T={self.T:g})"
+        return f"{self.method}:{self.steps}(T={self.T:g})" + ("+adjoint" if self.adjoint else "")
+
+
+class CountingField(nn.Module):
+    """Wraps a vector field f(t, z) and counts its evaluations (NFE)."""
+
+    def __init__(self, field: nn.Module):
+        super().__init__()
+        self.field = field
+        self.nfe = 0
+
+    def forward(self, t, z):
+        self.nfe += 1
+        return self.field(t, z)
+
+
+def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
+              times: torch.Tensor | None = None) -> torch.Tensor:
+    """Solve from z0 and return the states at `times` (default: only z(T))."""
+    import torchdiffeq
+
+    only_last = times is None
+    if only_last:
+        times = torch.tensor([0.0, solver.T])
+    times = times.to(device=z0.device, dtype=z0.dtype)
+    if solver.adaptive:
+        kw = dict(rtol=solver.rtol, atol=solver.atol, options=dict(max_num_steps=solver.max_num_steps))
+    else:
+        kw = dict(options=dict(step_size=solver.T / solver.steps))
+    odeint = torchdiffeq.odeint_adjoint if solver.adjoint else torchdiffeq.odeint
+    try:
+        zs = odeint(func, z0, times, method=solver.method, **kw)
+    except (AssertionError, RuntimeError) as exc:
+        if "max_num_steps" in str(exc) or "underflow" in str(exc):
+            raise SolverError(f"ODE solver {solver.describe()} failed: {exc}") from None
+        raise
+    return zs[-1] if only_last else zs
+
+
+class SolverMixin:
+    """Gives a model a swappable `solver` and an NFE counter over its `odefunc`."""
+
+    solver: SolverConfig
+    odefunc: CountingField
+
+    @property
+    def nfe(self) -> int:
+        return self.odefunc.nfe
+
+    def reset_nfe(self) -> None:
+        self.odefunc.nfe = 0
+
+    @contextlib.contextmanager
+    def using_solver(self, solver: SolverConfig | str):
+        """Temporarily swap the solver (e.g. a fixed-step RK4 unroll for attacks)."""
+        if isinstance(solver, str):
+            solver = SolverConfig.parse(solver, base=self.solver)
+        old, self.solver = self.solver, solver
+        try:
+            yield self
+        finally:
+            self.solver = old

@@ -1,0 +1,173 @@
+"""Zubov-Net (Luo, Zou & Huang, arXiv 2509.21879), as reconstructed in ZUBOV_NET.md §2."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import jvp
+
+from ..data.base import DataSpec
+from .base import ODEConfig, ODEModel, batch_accuracy
+from .layers import MLPField, make_stem, simplex_vectors
+from .lyapunov import BoundaryConfig, LyapunovConfig, LyapunovNet, sample_boundary
+from .registry import register_model
+
+
+@dataclass
+class ZubovConfig(ODEConfig):
+    # equilibria (§2.1)
+    r: float = 3.0  # e_k = r * v_k
+    learn_equilibria: bool = False
+    eq_min_dist: float = 2.0  # penalty margin between learnable equilibria
+    lambda_eq_dist: float = 1.0
+    # Lyapunov network (§2.2)
+    lyap_layers: int = 2
+    lyap_width: int = 128
+    lyap_context: str = "embedding"
+    lyap_context_dim: int = 32
+    lyap_attention: bool = True
+    lyap_kind: str = "picnn"
+    lyap_form: str = "rehu"
+    rehu_delta: float = 0.1
+    lyap_quad: float = 0.01
+    level: float = 1.0  # c: PRoA_k = {V_k < c}
+    tau: float = 1.0
+    learn_tau: bool = False
+    classify_at: str = "zT"  # zT | z0
+    # losses (§2.4)
+    alpha: float = 0.1  # h_k(z) = alpha * ||z - e_k||^2
+    margin: float = 0.5  # m
+    lambda_cls: float = 1.0
+    lambda_con: float = 1.0
+    lambda_sep: float = 1.0
+    lambda_eq: float = 1.0
+    traj_points: int = 3  # trajectory states (from t=0 to T) used by the consistency loss
+    detach_points: bool = True  # consistency sample locations carry no gradient
+    eq_samples: int = 8  # points near each e_k for the consistency loss
+    eq_radius: float = 0.5
+    # parallel boundary sampling (§2.5)
+    boundary: bool = True
+    boundary_rays: int = 32
+    boundary_data_fraction: float = 0.5
+    boundary_bisection: int = 20
+    boundary_r0: float = 1.0
+    boundary_max_doublings: int = 16
+    boundary_shells: bool = True
+    boundary_shell_delta: float = 0.05
+
+
+@register_model("zubov")
+class ZubovNet(ODEModel):
+    """Zubov-Net: convex class Lyapunov functions as classifier, Zubov consistency loss (reconstructed)."""
+
+    Config = ZubovConfig
+    description = "Zubov-Net (arXiv 2509.21879): logits -V_k(z(T)), Zubov consistency + separation losses"
+    has_lyapunov = True
+
+    def __init__(self, spec: DataSpec, cfg: ZubovConfig):
+        super().__init__(spec, cfg, MLPField(cfg.d, cfg.field_hidden, cfg.field_act))
+        self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
+        eq = cfg.r * simplex_vectors(spec.num_classes, cfg.d)
+        if cfg.learn_equilibria:
+            self.equilibria = nn.Parameter(eq)
+        else:
+            self.register_buffer("equilibria", eq)
+        self.lyap = LyapunovNet(self.equilibria, LyapunovConfig(
+            cfg.lyap_layers, cfg.lyap_width, cfg.lyap_context, cfg.lyap_context_dim,
+            cfg.lyap_attention, cfg.lyap_kind, cfg.lyap_form, cfg.rehu_delta, cfg.lyap_quad))
+        self.log_tau = nn.Parameter(torch.tensor(cfg.tau).log(), requires_grad=cfg.learn_tau)
+        self.boundary_cfg = BoundaryConfig(
+            cfg.boundary, cfg.boundary_rays, cfg.boundary_data_fraction, cfg.boundary_bisection,
+            cfg.boundary_r0, cfg.boundary_max_doublings, cfg.boundary_shells, cfg.boundary_shell_delta)
+
+    # --- inference ----------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(self.normalize(x))
+
+    def lyapunov(self, z: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lyap(z, cls)
+
+    def logits_from_state(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.lyap(z) / self.log_tau.exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z0 = self.features(x)
+        return self.logits_from_state(z0 if self.cfg.classify_at == "z0" else self.solve(z0))
+
+    def initial_state_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Surrogate head -V(z0)/tau for the Lyapunov-aware attack (EVALUATION.md)."""
+        return self.logits_from_state(self.features(x))
+
+    def vector_field(self, z: torch.Tensor) -> torch.Tensor:
+        return self.odefunc.field(None, z)
+
+    # --- losses -------------------------------------------------------------------------
+    def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        """r_k(z) = exp(-V_k) (grad V_k . f + alpha ||z - e_k||^2), with grad V_k . f by one JVP."""
+        v, v_dot = jvp(lambda p: self.lyap(p, cls), (z,), (self.vector_field(z),))
+        h = self.cfg.alpha * (z - self.equilibria[cls]).pow(2).sum(-1)
+        return torch.exp(-v) * (v_dot + h)
+
+    def separation(self, v: torch.Tensor, cls: torch.Tensor, own_term: bool) -> torch.Tensor:
+        """Hinges pushing V_cls below c - m (if own_term) and every other V_j above c + m."""
+        c, m = self.cfg.level, self.cfg.margin
+        own = F.one_hot(cls, v.shape[1]).bool()
+        others = F.relu(c + m - v).masked_fill(own, 0.0).sum(1)
+        if own_term:
+            others = others + F.relu(v.gather(1, cls[:, None]).squeeze(1) - c + m)
+        return others.mean()
+
+    def equilibrium_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k, n = self.spec.num_classes, self.cfg.eq_samples
+        eq = self.equilibria.detach()
+        offsets = torch.randn(k, n, self.cfg.d, device=eq.device)
+        radii = self.cfg.eq_radius * torch.rand(k, n, 1, device=eq.device)
+        pts = eq[:, None] + radii * F.normalize(offsets, dim=-1)
+        return pts.reshape(k * n, -1), torch.arange(k, device=eq.device).repeat_interleave(n)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.cfg
+        x = self.augment(x)
+        z0 = self.features(x)
+        zs = self.solve(z0, self.grid(max(cfg.traj_points, 2)))
+        z_cls = z0 if cfg.classify_at == "z0" else zs[-1]
+        logits = self.logits_from_state(z_cls)
+        loss_cls = F.cross_entropy(logits, y)
+
+        v0 = self.lyap(z0)
+        loss_sep = self.separation(v0, y, own_term=True)
+
+        con_pts = [zs[: cfg.traj_points].reshape(-1, cfg.d)]
+        con_cls = [y.repeat(min(cfg.traj_points, len(zs)))]
+        if cfg.eq_samples > 0:
+            p, c = self.equilibrium_samples()
+            con_pts.append(p), con_cls.append(c)
+        n_boundary = 0
+        if cfg.boundary and cfg.lambda_con + cfg.lambda_sep > 0:
+            b, b_cls, shells, s_cls = sample_boundary(self.lyap, cfg.level, self.boundary_cfg, states=z0)
+            n_boundary = len(b)
+            con_pts += [b, shells]
+            con_cls += [b_cls, s_cls]
+            if n_boundary:
+                loss_sep = loss_sep + self.separation(self.lyap(b), b_cls, own_term=False)
+        pts = torch.cat(con_pts)
+        if cfg.detach_points:
+            pts = pts.detach()
+        loss_con = self.consistency_residual(pts, torch.cat(con_cls)).pow(2).mean()
+
+        f_eq = self.vector_field(self.equilibria)
+        loss_eq = f_eq.pow(2).sum()
+        loss = (cfg.lambda_cls * loss_cls + cfg.lambda_con * loss_con + cfg.lambda_sep * loss_sep
+                + cfg.lambda_eq * loss_eq)
+        terms = {"cls": loss_cls, "con": loss_con, "sep": loss_sep, "eq": loss_eq}
+        if cfg.learn_equilibria:
+            dist = torch.cdist(self.equilibria, self.equilibria)
+            off = ~torch.eye(len(dist), dtype=torch.bool, device=dist.device)
+            terms["eq_dist"] = F.relu(cfg.eq_min_dist - dist[off]).pow(2).sum() / 2
+            loss = loss + cfg.lambda_eq_dist * terms["eq_dist"]
+        terms = {k: float(v.detach()) for k, v in terms.items()}
+        terms["n_boundary"] = float(n_boundary)
+        terms["acc"] = batch_accuracy(logits, y)
+        return loss, terms

@@ -1,0 +1,49 @@
+"""Per-dataset (and per-model) defaults, so `train --model M --dataset D` needs no other flag.
+
+Order of precedence: these presets < the --config file < command-line flags.
+"""
+from __future__ import annotations
+
+import copy
+
+TRAIN_DEFAULTS = {
+    "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 0,
+    "schedule": "cosine", "grad_clip": 0.0, "save_every_steps": 0, "eval_batch_size": 1000,
+}
+
+DATASET_PRESETS = {
+    "digits": {"train": {"epochs": 20, "batch_size": 64, "lr": 3e-3}, "model": {}},
+    "toy2d": {"train": {"epochs": 60, "batch_size": 64, "lr": 5e-3}, "model": {"d": 2}},
+    "mnist-5k": {"train": {"epochs": 20, "batch_size": 64, "lr": 2e-3}, "model": {}},
+    "fashion-mnist": {"train": {"epochs": 4, "batch_size": 128, "lr": 2e-3}, "model": {}},
+    "mnist": {"train": {"epochs": 5, "batch_size": 128, "lr": 2e-3}, "model": {}},
+    "cifar10": {"train": {"epochs": 60, "batch_size": 128, "lr": 1e-3}, "model": {"d": 128}},
+    "svhn": {"train": {"epochs": 30, "batch_size": 128, "lr": 1e-3}, "model": {"d": 128}},
+}
+
+# (model, dataset) -> overrides; "*" matches every dataset
+MODEL_PRESETS: dict[tuple[str, str], dict] = {
+    ("zubov", "toy2d"): {"model": {"r": 1.0, "eq_radius": 0.2, "lyap_quad": 0.05}},
+}
+
+
+def _merge(dst: dict, src: dict) -> dict:
+    for key, value in src.items():
+        if isinstance(value, dict):
+            _merge(dst.setdefault(key, {}), value)
+        else:
+            dst[key] = value
+    return dst
+
+
+def register_preset(model: str, dataset: str, overrides: dict) -> None:
+    """Baselines call this to ship their own per-dataset recipe."""
+    MODEL_PRESETS[(model, dataset)] = overrides
+
+
+def resolve_preset(model: str, dataset: str) -> dict:
+    out = {"train": dict(TRAIN_DEFAULTS), "model": {}}
+    _merge(out, copy.deepcopy(DATASET_PRESETS.get(dataset, {})))
+    for key in ((model, "*"), (model, dataset)):
+        _merge(out, copy.deepcopy(MODEL_PRESETS.get(key, {})))
+    return out

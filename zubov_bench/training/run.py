@@ -1,0 +1,105 @@
+"""One training run: resolve presets + config file + flags, build model and data, train."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import load_config_file
+from ..data import load_dataset
+from ..errors import UserError
+from ..io import ensure_writable_dir, write_json, write_text
+from ..models import create_model
+from ..presets import resolve_preset
+from .trainer import MODEL_FILE, STATE_FILE, Trainer, TrainConfig, environment, resolve_device
+
+RESOLVED_CONFIG = "config.yaml"
+
+
+def resolve_run_config(model: str | None, dataset: str | None, config_file: str | None,
+                       train_overrides: dict, model_overrides: dict) -> dict:
+    """Presets < config file < flags. Returns {model, dataset, train, model_config}."""
+    file_cfg = load_config_file(config_file) if config_file else {}
+    model = model or file_cfg.get("model")
+    dataset = dataset or file_cfg.get("dataset") or "digits"
+    if not model:
+        raise UserError("no model given: pass --model NAME (see `zubov-bench list models`)")
+    preset = resolve_preset(model, dataset)
+    train = {**preset["train"], **file_cfg.get("train", {}),
+             **{k: v for k, v in train_overrides.items() if v is not None}}
+    model_cfg = {**preset["model"], **file_cfg.get("model_config", {}), **model_overrides}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise UserError(f"unknown training key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return {"model": model, "dataset": dataset, "train": train, "model_config": model_cfg}
+
+
+def default_run_dir(resolved: dict) -> Path:
+    return Path("checkpoints") / f"{resolved['model']}-{resolved['dataset']}-s{resolved['train']['seed']}"
+
+
+def _check_fresh(run_dir: Path, force: bool) -> None:
+    existing = [f for f in (MODEL_FILE, STATE_FILE) if (run_dir / f).exists()]
+    if existing and not force:
+        raise UserError(f"{run_dir} already holds a run ({existing[0]}); pass --resume {run_dir} to "
+                        "continue it, --force to overwrite it, or --out for a new folder")
+
+
+def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
+                  device="auto", progress=True) -> Trainer:
+    from ..models.base import coerce
+
+    train_defaults = TrainConfig()
+    train_kw = {k: coerce(v, getattr(train_defaults, k), k) for k, v in resolved["train"].items()}
+    tcfg = TrainConfig(**{**train_kw, "device": device, "progress": progress})
+    tcfg.validate()
+    dev = resolve_device(device)
+    data = load_dataset(resolved["dataset"], data_root, download)
+    torch.manual_seed(tcfg.seed)
+    model = create_model(resolved["model"], data.spec, **resolved["model_config"])
+    info = {"model": resolved["model"], "dataset": resolved["dataset"], "seed": tcfg.seed}
+    trainer = Trainer(model, data, tcfg, run_dir, info)
+    trainer.device = dev
+    return trainer
+
+
+def train_run(resolved: dict, run_dir: Path | None = None, *, data_root=None, download=False,
+              device="auto", progress=True, force=False) -> dict:
+    run_dir = Path(run_dir or default_run_dir(resolved))
+    _check_fresh(run_dir, force)
+    trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+    ensure_writable_dir(run_dir)
+    full = {**resolved, "train": asdict(trainer.cfg) | {"device": device},
+            "model_config": trainer.model.config_dict()}
+    full["train"].pop("progress")
+    write_text(run_dir / RESOLVED_CONFIG, yaml.safe_dump(_plain(full), sort_keys=False))
+    write_json(run_dir / "env.json", environment(trainer.device))
+    for stale in (STATE_FILE, MODEL_FILE, "metrics.csv", "summary.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    return trainer.fit()
+
+
+def resume_run(run_dir: Path, *, data_root=None, download=False, device=None, progress=True) -> dict:
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / RESOLVED_CONFIG
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir} is not a training run folder (no {RESOLVED_CONFIG})")
+    resolved = load_config_file(cfg_path)
+    device = device or resolved["train"].get("device", "auto")
+    trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+    trainer.model.to(trainer.device)
+    trainer.resume()
+    if trainer.progress.epoch >= trainer.cfg.epochs:
+        return trainer.finish()
+    return trainer.fit()
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,295 @@
+"""The training loop shared by every model: staged recipes, atomic checkpoints, exact resume."""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..checkpoint import save_checkpoint
+from ..data import DatasetBundle
+from ..errors import UserError
+from ..io import atomic_path, write_json, write_text
+from ..models.ode import SolverError
+
+STATE_FILE = "last.pt"
+MODEL_FILE = "model.pt"
+
+
+class NumericalError(UserError):
+    """A NaN/Inf loss or state, or a solver failure, during training."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    schedule: str = "cosine"  # cosine | none
+    grad_clip: float = 0.0
+    save_every_steps: int = 0  # also checkpoint every N steps (0: every epoch only)
+    eval_batch_size: int = 1000
+    device: str = "cpu"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.save_every_steps < 0:
+            raise UserError("weight_decay, grad_clip and save_every_steps must be >= 0")
+        if self.schedule not in ("cosine", "none"):
+            raise UserError(f"unknown schedule {self.schedule!r}; use cosine or none")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        commit = out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "suite_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "git_commit": commit, "threads": torch.get_num_threads(),
+    }
+
+
+@torch.no_grad()
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(len(x), 1)
+
+
+def stage_epochs(fractions: list[float], epochs: int) -> list[int]:
+    """Split `epochs` over stages by their fractions; every stage gets at least one epoch."""
+    total = sum(fractions)
+    out = [max(1, round(epochs * f / total)) for f in fractions[:-1]]
+    return out + [max(1, epochs - sum(out))]
+
+
+@dataclass
+class Progress:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    stage: int = 0
+    epoch: int = 0  # global epoch index
+    step_in_epoch: int = 0
+    global_step: int = 0
+    epoch_sums: dict = field(default_factory=dict)
+    epoch_count: int = 0
+    epoch_time: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, model, data: DatasetBundle, cfg: TrainConfig, run_dir: Path, run_info: dict):
+        cfg.validate()
+        self.model, self.data, self.cfg = model, data, cfg
+        self.run_dir = Path(run_dir)
+        self.run_info = run_info
+        self.device = resolve_device(cfg.device)
+        self.stages = model.training_stages()
+        self.stage_epochs = stage_epochs([s.epoch_fraction for s in self.stages], cfg.epochs)
+        self.progress = Progress()
+        self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
+        self.x_test, self.y_test = data.x_test.to(self.device), data.y_test.to(self.device)
+        self.order_gen = torch.Generator().manual_seed(cfg.seed)
+        self.epoch_gen_state = self.order_gen.get_state()
+        self.optimizer = self.scheduler = None
+
+    # --- setup --------------------------------------------------------------------------
+    def _stage_start_epoch(self, stage: int) -> int:
+        return sum(self.stage_epochs[:stage])
+
+    def _make_optimizer(self) -> None:
+        stage = self.stages[self.progress.stage]
+        params = [p for p in stage.params() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        steps = self.stage_epochs[self.progress.stage] * self.steps_per_epoch
+        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
+                          if self.cfg.schedule == "cosine" else None)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x_train) / self.cfg.batch_size)
+
+    def _enter_stage(self, index: int) -> None:
+        self.progress.stage = index
+        self.stages[index].setup()
+        self._make_optimizer()
+
+    # --- checkpointing ------------------------------------------------------------------
+    def _train_state(self) -> dict:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "progress": json.loads(json.dumps(asdict(self.progress))),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "order_rng": self.epoch_gen_state,
+        }
+
+    def save_state(self) -> None:
+        with atomic_path(self.run_dir / STATE_FILE) as tmp:
+            torch.save(self._train_state(), tmp)
+
+    def resume(self) -> None:
+        path = self.run_dir / STATE_FILE
+        if not path.is_file():
+            raise UserError(f"nothing to resume in {self.run_dir}: no {STATE_FILE}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"cannot resume from {path}: corrupt or unsafe file ({type(exc).__name__})") from None
+        self.progress = Progress(**state["progress"])
+        for i in range(self.progress.stage + 1):
+            self.stages[i].setup()
+        self.model.load_state_dict(state["model"])
+        self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch_gen_state = state["order_rng"]
+
+    # --- the loop -----------------------------------------------------------------------
+    def _check_finite(self, loss: torch.Tensor, where: str) -> None:
+        if not torch.isfinite(loss):
+            raise NumericalError(f"non-finite loss ({float(loss)}) at {where}; "
+                                 f"last good checkpoint kept in {self.run_dir}")
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NumericalError(f"non-finite weights in {bad[0]} at {where}; "
+                                 f"last good checkpoint kept in {self.run_dir}")
+
+    def _step(self, xb, yb, where: str) -> dict:
+        self.model.train()
+        try:
+            loss, terms = self.stages[self.progress.stage].loss(xb, yb)
+        except SolverError as exc:
+            raise NumericalError(f"{exc} at {where}; last good checkpoint kept in {self.run_dir}") from None
+        self._check_finite(loss, where)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.scheduler:
+            self.scheduler.step()
+        self._check_finite(loss.detach(), where)  # also catches weights broken by this step
+        return {"loss": float(loss.detach()), **terms}
+
+    def _run_epoch(self, bar) -> None:
+        p = self.progress
+        self.model.set_epoch(p.epoch)
+        self.order_gen.set_state(self.epoch_gen_state)
+        perm = torch.randperm(len(self.x_train), generator=self.order_gen).to(self.device)
+        start = time.perf_counter() - p.epoch_time
+        for step in range(p.step_in_epoch, self.steps_per_epoch):
+            idx = perm[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
+            where = f"epoch {p.epoch + 1}, step {step + 1}"
+            terms = self._step(self.x_train[idx], self.y_train[idx], where)
+            for k, v in terms.items():
+                p.epoch_sums[k] = p.epoch_sums.get(k, 0.0) + v
+            p.epoch_count += 1
+            p.step_in_epoch, p.global_step = step + 1, p.global_step + 1
+            p.epoch_time = time.perf_counter() - start
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['loss']:.3f}")
+            if self.cfg.save_every_steps and p.global_step % self.cfg.save_every_steps == 0 \
+                    and p.step_in_epoch < self.steps_per_epoch:
+                self.save_state()
+        self._finish_epoch()
+
+    def _finish_epoch(self) -> None:
+        p = self.progress
+        row = {"epoch": p.epoch + 1, "stage": self.stages[p.stage].name, "steps": p.global_step,
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v / max(p.epoch_count, 1) for k, v in p.epoch_sums.items()})
+        row["test_acc"] = accuracy(self.model, self.x_test, self.y_test, self.cfg.eval_batch_size)
+        row["epoch_seconds"] = round(p.epoch_time, 3)
+        p.history.append(row)
+        p.epoch += 1
+        p.step_in_epoch, p.epoch_sums, p.epoch_count, p.epoch_time = 0, {}, 0, 0.0
+        self.epoch_gen_state = self.order_gen.get_state()
+        if p.epoch == self._stage_start_epoch(p.stage + 1) and p.stage + 1 < len(self.stages):
+            self._enter_stage(p.stage + 1)
+        self.write_metrics()
+        self.save_state()
+        self.log(row)
+
+    def log(self, row: dict) -> None:
+        import click
+
+        parts = [f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['stage']}]"]
+        parts += [f"{k[6:]}={v:.4g}" for k, v in row.items() if k.startswith("train_")]
+        parts.append(f"test_acc={row['test_acc']:.4f} ({row['epoch_seconds']:.1f}s)")
+        click.echo("  ".join(parts), err=True)
+
+    def write_metrics(self) -> None:
+        history = self.progress.history
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        buf = _io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        self.model.to(self.device)
+        if self.optimizer is None:
+            self._enter_stage(0)
+        total = self.cfg.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=self.progress.global_step, disable=not self.cfg.progress,
+                   desc="train", leave=False, dynamic_ncols=True)
+        try:
+            while self.progress.epoch < self.cfg.epochs:
+                self._run_epoch(bar)
+        finally:
+            bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        final = self.progress.history[-1]
+        summary = {**self.run_info, "test_acc": final["test_acc"], "epochs": self.cfg.epochs,
+                   "train_seconds": round(sum(r["epoch_seconds"] for r in self.progress.history), 2)}
+        self.model.cpu()
+        digest = save_checkpoint(self.run_dir / MODEL_FILE, self.model, extra=summary)
+        write_json(self.run_dir / "summary.json", {**summary, "sha256": digest})
+        self.model.to(self.device)
+        return {**summary, "sha256": digest}
