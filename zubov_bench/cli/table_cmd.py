@@ -1,0 +1,29 @@
+"""`zubov-bench table`: paper tables from the results store (never re-runs anything)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("table")
+@click.option("--results", "results_dir", default="results/eval", show_default=True,
+              type=click.Path(file_okay=False), help="Results folder (holds records.jsonl).")
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the table here instead of stdout.")
+@click.option("--worst-case", is_flag=True,
+              help="Per threat and epsilon: the worst-case robust accuracy beside each individual attack.")
+@click.option("--dataset", help="Only this dataset (default: one table per dataset).")
+@click.option("--grad-solver", "grad_solvers", multiple=True, metavar="SOLVER",
+              help="Only gradient attacks through this solver (repeatable), e.g. deployed or rk4:20. "
+                   "Noise and black-box records stay; worst-case unions are dropped.")
+def command(results_dir, fmt, out, worst_case, dataset, grad_solvers):
+    """Methods as rows; clean accuracy, then every perturbation at every severity."""
+    from ..io import write_text
+    from ..reports import build_tables, load_records, render
+
+    tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case)
+    text = render(tables, fmt)
+    if out:
+        write_text(out, text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,153 @@
+"""Figures from records (PNG and PDF): accuracy against severity, and the clean/robust trade-off.
+
+Figures are built on `matplotlib.figure.Figure` (Agg), never through pyplot's global state.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..errors import UserError
+from ..io import atomic_path
+from ..records import Record
+from .aggregate import CLEAN, WORST_CASE, Cell, column_order, filter_records, ordered, summarize
+from .labels import NOISE_PARAMETER, THREATS, series_label, severity_label
+
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
+    paths = []
+    for ext in FIGURE_FORMATS:
+        path = Path(out_dir) / f"{stem}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return 100 * statistics.fmean(values), (100 * statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _panel_grid(n: int, width: float = 3.4, height: float = 2.9):
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).flat
+    for ax in list(axes)[n:]:
+        ax.set_visible(False)
+    return fig, list(fig.axes)[:n]
+
+
+def severity_figure(records: list[Record], dataset: str) -> Figure:
+    """One panel per perturbation: accuracy against severity (clean at 0), one line per method."""
+    cells = summarize(records)
+    methods = ordered(r.method for r in records)
+    keys = column_order(records)
+    series = ordered(k[:2] for k in keys)
+    fig, axes = _panel_grid(len(series))
+    for ax, (pert, threat) in zip(axes, series):
+        for i, method in enumerate(methods):
+            _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], f"C{i % 10}")
+        ax.set_title(series_label(pert, threat), fontsize=10)
+        ax.set_xlabel(_parameter_name(pert, threat))
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(methods), 6), frameon=False)
+    fig.suptitle(f"Accuracy against severity on {dataset} (× = a sanity check failed)")
+    return fig
+
+
+def _plot_series(ax, cells: dict, method: str, keys: list[tuple], color: str) -> None:
+    points: list[tuple[float, Cell]] = [(0.0, cells[(method, CLEAN)])] if (method, CLEAN) in cells else []
+    points += [(k[2], cells[(method, k)]) for k in keys if (method, k) in cells]
+    if len(points) <= 1:
+        return
+    stats = [_mean_std(c.values.values()) for _, c in points]
+    xs = [x for x, _ in points]
+    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
+                color=color, label=method)
+    failed = [(x, m) for (x, c), (m, _) in zip(points, stats) if c.failed]
+    if failed:
+        ax.scatter(*zip(*failed), marker="x", s=40, color="black", zorder=3)
+
+
+def _parameter_name(pert: str, threat: str) -> str:
+    if threat in THREATS:
+        return f"ε ({THREATS[threat]})"
+    return NOISE_PARAMETER.get(pert, "severity")
+
+
+def robust_values(cells: dict, method: str, threat: str, eps: float) -> tuple[dict, bool]:
+    """Per-checkpoint robust accuracy at (threat, eps): the worst-case union if recorded,
+    else the lowest single attack. Returns (sha -> value, came from the worst-case union)."""
+    union = cells.get((method, (WORST_CASE, threat, eps)))
+    if union is not None:
+        return union.values, True
+    attacks = [c for (m, k), c in cells.items() if m == method and k[1:] == (threat, eps)]
+    shas = {sha for c in attacks for sha in c.values}
+    return {sha: min(c.values[sha] for c in attacks if sha in c.values) for sha in shas}, False
+
+
+def attack_severities(records: list[Record], threat: str) -> list[float]:
+    return sorted({k[2] for k in column_order(records) if k[1] == threat})
+
+
+def pick_eps(records: list[Record], threat: str, eps: float | None) -> float:
+    grid = attack_severities(records, threat)
+    if not grid:
+        raise UserError(f"no {threat} attack records to plot the trade-off")
+    if eps is None:
+        return grid[len(grid) // 2]
+    match = [s for s in grid if math.isclose(s, eps, rel_tol=1e-6, abs_tol=1e-9)]
+    if not match:
+        raise UserError(f"no {threat} records at eps={eps:g}; available: "
+                        + ", ".join(f"{s:g}" for s in grid))
+    return match[0]
+
+
+def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str = "linf") -> Figure:
+    """Clean accuracy against robust accuracy at one epsilon, one point per method (± std)."""
+    cells = summarize(records)
+    fig = Figure(figsize=(5.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    sources = set()
+    for i, method in enumerate(ordered(r.method for r in records)):
+        robust, from_union = robust_values(cells, method, threat, eps)
+        if not robust or (method, CLEAN) not in cells:
+            continue
+        sources.add(from_union)
+        (cx, cs), (ry, rs) = _mean_std(cells[(method, CLEAN)].values.values()), _mean_std(robust.values())
+        ax.errorbar([cx], [ry], xerr=[cs], yerr=[rs], marker="o", capsize=3, color=f"C{i % 10}",
+                    label=method)
+        ax.annotate(method, (cx, ry), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    what = {frozenset({True}): "worst case over attacks", frozenset({False}): "strongest single attack"}
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%), {THREATS.get(threat, threat)} ε = {severity_label(eps, threat)}")
+    ax.set_title(f"{dataset}: {what.get(frozenset(sources), 'worst case where recorded, else strongest attack')}",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def plot_results(records: list[Record], out_dir: str | Path, eps: float | None = None,
+                 threat: str = "linf", dataset: str | None = None) -> list[Path]:
+    """Write severity-<dataset> and tradeoff-<dataset> figures (PNG and PDF) for every dataset."""
+    records = filter_records(records, dataset)
+    if not records:
+        raise UserError(f"no records for dataset {dataset!r}" if dataset else "no records to plot")
+    written = []
+    for ds in ordered(r.dataset for r in records):
+        subset = [r for r in records if r.dataset == ds]
+        chosen = pick_eps(subset, threat, eps)
+        written += save_figure(severity_figure(subset, ds), out_dir, f"severity-{ds}")
+        written += save_figure(tradeoff_figure(subset, ds, chosen, threat), out_dir, f"tradeoff-{ds}")
+    return written

@@ -1,0 +1,123 @@
+"""True regions of attraction on a 2-D grid, and their IoU with the prescribed ones (PRoA).
+
+Works for any model with d = 2 that exposes `lyapunov(z) -> (N, K)`, `equilibria` (K, 2),
+`solve(z0)` and `using_solver(...)` (Zubov-Net, or a hand-built model). Everything is one batch:
+the whole grid is integrated at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..models.ode import SolverConfig
+
+REQUIRED = ("lyapunov", "equilibria", "solve", "using_solver")
+
+
+@dataclass
+class RoAResult:
+    xs: np.ndarray  # (nx,) grid abscissae
+    ys: np.ndarray  # (ny,)
+    roa: np.ndarray  # (ny, nx) index of the equilibrium reached, -1 for none
+    lyapunov: np.ndarray  # (K, ny, nx) V_k on the grid
+    level: float  # c: PRoA_k = {V_k < c}
+    iou: np.ndarray  # (K,) IoU(PRoA_k, RoA_k) on the grid
+    proa_in_roa: np.ndarray  # (K,) share of PRoA_k whose flow reaches e_k
+    horizon: float
+    tol: float
+
+    @property
+    def proa(self) -> np.ndarray:
+        return self.lyapunov < self.level
+
+    @property
+    def mean_iou(self) -> float:
+        return float(np.nanmean(self.iou))
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        return float(self.xs[0]), float(self.xs[-1]), float(self.ys[0]), float(self.ys[-1])
+
+    def summary(self) -> dict:
+        as_list = lambda a: [None if np.isnan(v) else round(float(v), 4) for v in a]  # noqa: E731
+        return {"iou": as_list(self.iou), "mean_iou": round(self.mean_iou, 4),
+                "proa_in_roa": as_list(self.proa_in_roa), "unassigned": round(float((self.roa < 0).mean()), 4),
+                "extent": self.extent, "resolution": [len(self.xs), len(self.ys)], "level": self.level,
+                "horizon": self.horizon, "tol": self.tol}
+
+
+def check_roa_model(model) -> None:
+    missing = [name for name in REQUIRED if not hasattr(model, name)]
+    if missing:
+        raise UserError(f"model has no {', '.join(missing)}: RoA plots need a Lyapunov model")
+    if model.equilibria.shape[-1] != 2:
+        raise UserError(f"RoA plots need a 2-D state (d = 2), got d = {model.equilibria.shape[-1]}")
+
+
+def grid_states(extent, resolution: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    x0, x1, y0, y1 = extent
+    xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+    gx, gy = np.meshgrid(xs, ys)  # (ny, nx), rows along y
+    return xs, ys, torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
+
+
+def default_extent(points: torch.Tensor, equilibria: torch.Tensor, pad: float = 0.15):
+    """Bounding box of the feature states and the equilibria, padded by `pad` of its size."""
+    pts = torch.cat([points.detach().reshape(-1, 2), equilibria.detach().reshape(-1, 2)])
+    lo, hi = pts.min(0).values, pts.max(0).values
+    margin = pad * (hi - lo).clamp_min(1e-3)
+    lo, hi = (lo - margin).tolist(), (hi + margin).tolist()
+    return lo[0], hi[0], lo[1], hi[1]
+
+
+def default_tol(equilibria: torch.Tensor) -> float:
+    """A quarter of the smallest distance between two equilibria."""
+    eq = equilibria.detach()
+    if len(eq) < 2:
+        return 0.1
+    dist = torch.cdist(eq, eq).masked_fill(torch.eye(len(eq), dtype=torch.bool), float("inf"))
+    return 0.25 * float(dist.min())
+
+
+@torch.no_grad()
+def flow_endpoints(model, states: torch.Tensor, horizon: float, steps: int) -> torch.Tensor:
+    solver = replace(model.solver, method="rk4", steps=steps, T=horizon, adjoint=False) \
+        if isinstance(getattr(model, "solver", None), SolverConfig) else SolverConfig("rk4", steps, T=horizon)
+    with model.using_solver(solver):
+        return model.solve(states)
+
+
+def assign_to_equilibria(end: torch.Tensor, equilibria: torch.Tensor, tol: float) -> torch.Tensor:
+    """Index of the equilibrium within `tol` of each end state, or -1 (none, or a non-finite state)."""
+    dist = torch.cdist(end, equilibria.detach().to(end))
+    nearest_dist, nearest = dist.min(1)
+    ok = torch.isfinite(end).all(1) & (nearest_dist <= tol)
+    return torch.where(ok, nearest, torch.full_like(nearest, -1))
+
+
+def region_iou(proa: np.ndarray, roa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: IoU of PRoA_k and RoA_k, and the share of PRoA_k inside RoA_k (nan if empty)."""
+    reach = roa[None] == np.arange(len(proa))[:, None, None]
+    inter = (proa & reach).sum((1, 2)).astype(float)
+    union = (proa | reach).sum((1, 2)).astype(float)
+    size = proa.sum((1, 2)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / union, inter / size
+
+
+@torch.no_grad()
+def compute_roa(model, extent, resolution: int = 200, horizon: float = 20.0, steps: int = 400,
+                tol: float | None = None, level: float | None = None) -> RoAResult:
+    """Integrate every grid state for `horizon` with RK4 and compare the basins with {V_k < c}."""
+    check_roa_model(model)
+    level = float(model.cfg.level if level is None else level)
+    tol = default_tol(model.equilibria) if tol is None else tol
+    xs, ys, states = grid_states(extent, resolution)
+    end = flow_endpoints(model, states, horizon, steps)
+    roa = assign_to_equilibria(end, model.equilibria, tol).numpy().reshape(len(ys), len(xs))
+    v = model.lyapunov(states).T.reshape(-1, len(ys), len(xs)).numpy()
+    iou, inside = region_iou(v < level, roa)
+    return RoAResult(xs, ys, roa, v, level, iou, inside, horizon, tol)

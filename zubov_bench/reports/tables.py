@@ -1,0 +1,100 @@
+"""Paper tables from records: methods as rows, perturbations x severities as grouped columns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UserError
+from ..records import Record
+from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, column_order, filter_records,
+                        mark_best, ordered, summarize)
+from .labels import perturbation_label, severity_label, threat_severity_label, perturbation_name
+
+
+@dataclass(frozen=True)
+class Column:
+    group: str  # header spanning consecutive columns; "" for a column of its own
+    label: str
+    key: tuple  # (perturbation, threat, severity), or CLEAN
+
+
+@dataclass
+class Table:
+    title: str
+    dataset: str
+    methods: list[str]
+    columns: list[Column]
+    cells: dict[tuple, Cell]
+    notes: list[str]
+
+    def cell(self, method: str, column: Column) -> Cell | None:
+        return self.cells.get((method, column.key))
+
+    def groups(self) -> list[tuple[str, int]]:
+        """Consecutive (group label, span) pairs over the columns."""
+        out: list[list] = []
+        for col in self.columns:
+            if out and col.group and out[-1][0] == col.group:
+                out[-1][1] += 1
+            else:
+                out.append([col.group, 1])
+        return [(g, n) for g, n in out]
+
+    def failed_checks(self) -> list[str]:
+        return sorted({name for m in self.methods for c in self.columns
+                       for name in (self.cell(m, c).failed if self.cell(m, c) else ())})
+
+
+def build_tables(records: list[Record], dataset: str | None = None, grad_solvers: tuple[str, ...] = (),
+                 worst_case: bool = False) -> list[Table]:
+    """One table per dataset (or only `dataset`); never re-runs anything."""
+    records = filter_records(records, dataset, grad_solvers)
+    if not records:
+        raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
+                        + (f" and grad solver(s) {', '.join(grad_solvers)}" if grad_solvers else ""))
+    return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case)
+            for ds in ordered(r.dataset for r in records)]
+
+
+def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool) -> Table:
+    cells = summarize(records)
+    methods = ordered(r.method for r in records)
+    columns = [Column("", "Clean", CLEAN)] + (_worst_case_columns(records) if worst_case
+                                              else _plain_columns(records))
+    if worst_case and len(columns) == 1:
+        raise UserError(f"no L-inf or L2 attack records for {dataset}")
+    mark_best(cells, methods, [c.key for c in columns])
+    title = (f"Worst-case and per-attack robust accuracy (%) on {dataset}" if worst_case
+             else f"Clean and robust accuracy (%) on {dataset}")
+    table = Table(title, dataset, methods, columns, cells, [])
+    table.notes = _notes(table, grad_solvers)
+    return table
+
+
+def _plain_columns(records: list[Record]) -> list[Column]:
+    return [Column(perturbation_label(p, t), severity_label(s, t), (p, t, s))
+            for p, t, s in column_order(records)]
+
+
+def _worst_case_columns(records: list[Record]) -> list[Column]:
+    """Per threat and epsilon: every individual attack, then the worst-case union."""
+    keys = [k for k in ordered(column_key(r) for r in records) if k[1] in ("linf", "l2")]
+    first = {k: i for i, k in enumerate(keys)}
+    keys.sort(key=lambda k: (THREAT_ORDER[k[1]], k[2], k[0] == WORST_CASE, first[k]))
+    return [Column(threat_severity_label(t, s), perturbation_name(p), (p, t, s)) for p, t, s in keys]
+
+
+def _notes(table: Table, grad_solvers) -> list[str]:
+    n_seeds = max(len(c.values) for c in table.cells.values())
+    sizes = sorted({n for c in table.cells.values() for n in c.n})
+    notes = [f"Accuracy in %, on n = {', '.join(map(str, sizes))} test examples"
+             + (f"; mean ± std over up to {n_seeds} checkpoints (train seeds)." if n_seeds > 1 else ".")
+             + (" Bold: best in its column." if any(c.best for c in table.cells.values()) else "")]
+    if grad_solvers:
+        notes.append(f"Gradient attacks through {', '.join(grad_solvers)} only; worst-case unions omitted.")
+    else:
+        notes.append("Each attack cell is the lowest robust accuracy over the gradient solvers "
+                     "(deployed, RK4 unroll, BPDA) and attack settings evaluated.")
+    failed = table.failed_checks()
+    if failed:
+        notes.append(f"† a sanity check failed for this cell ({', '.join(failed)}); see records.jsonl.")
+    return notes
