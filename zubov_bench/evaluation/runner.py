@@ -1,0 +1,274 @@
+"""`evaluate(...)`: the whole evaluation, done right by default (RobustBench-style).
+
+Every registered perturbation at the dataset's grid; gradient attacks on ODE models run through
+the deployed solver and an RK4 unroll; adversarial examples are scored on the deployed model;
+the headline number per ε is the per-example worst case; the sanity checks run automatically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import read_payload
+from ..errors import UserError
+from ..records import Record
+from .batch import input_gradient_norms, run_batch
+from .context import CheckpointContext, load_context, resolve_views
+from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
+                   parse_shard, shard_batches)
+from .sanity import GRAD_ZERO, GradStats, run_checks
+from .solver_view import GradSolver, parse_grad_solvers
+from .store import ResultsStore, check_writable_target, concat_outcomes, record_from_outcomes
+from .worst_case import update_worst_case
+
+DEFAULT_BATCH_SIZE = 250
+
+
+@dataclass
+class Job:
+    perturbation: object
+    severity: float
+    grad_solver: GradSolver | None  # None: the attack uses no gradients of the model
+    n: int  # subset size (the large-ε sanity run uses fewer samples)
+    sanity: bool = False
+
+    @property
+    def solver_label(self) -> str:
+        return "none" if self.grad_solver is None else str(self.grad_solver)
+
+    def describe(self) -> str:
+        return f"{self.perturbation.name} {self.severity:g} {self.solver_label}"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_size: int = DEFAULT_BATCH_SIZE,
+             seed: int = 0, device: str = "auto", grad_solver=None, out="results/eval", force: bool = False,
+             shard=None, transfer_from=None, data_root=None, download: bool = False, progress: bool = True,
+             log: Callable[[str], None] = _stderr) -> list[Record]:
+    """Evaluate checkpoints; returns the records of this evaluation (worst case included)."""
+    from ..training.trainer import resolve_device
+
+    paths = resolve_checkpoints(checkpoints)
+    _validate_sizes(n_samples, batch_size, seed)
+    eps = parse_eps(eps)
+    shard = parse_shard(shard)
+    views = parse_grad_solvers(grad_solver) if isinstance(grad_solver, (str, type(None))) else list(grad_solver)
+    if transfer_from is not None and not Path(transfer_from).is_file():
+        raise UserError(f"--transfer-from checkpoint not found: {transfer_from}")
+    requests = parse_attacks(attacks, transfer_from)
+    dev = resolve_device(device)
+    for path in paths:  # validate everything before writing anything
+        _validate_checkpoint(path, requests, eps, transfer_from)
+    check_writable_target(out)
+    store = ResultsStore(out)
+    ids: list[str] = []
+    for path in paths:
+        ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
+        resolve_views(ctx, views)
+        ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
+    by_id = {r.id: r for r in store.all_records()}
+    return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+
+def resolve_checkpoints(checkpoints) -> list[str]:
+    items = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints or [])
+    if not items:
+        raise UserError("no checkpoint given: pass --checkpoint PATH (repeatable, or a glob)")
+    paths = []
+    for item in map(str, items):
+        matches = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+        if not matches:
+            raise UserError(f"no checkpoint matches {item!r}")
+        for m in matches:
+            if not Path(m).is_file():
+                raise UserError(f"checkpoint not found: {m}")
+        paths += matches
+    return list(dict.fromkeys(paths))
+
+
+def _validate_sizes(n_samples, batch_size, seed) -> None:
+    for name, value, low in (("--n-samples", n_samples, 1), ("--batch-size", batch_size, 1), ("--seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _validate_checkpoint(path: str, requests: list[AttackRequest], eps, transfer_from) -> None:
+    """Read the checkpoint's metadata and instantiate every attack, so bad input fails early."""
+    from ..data.base import DataSpec
+
+    payload = read_payload(path)
+    spec = DataSpec.from_dict(payload["data"])
+    if transfer_from is not None:
+        source = DataSpec.from_dict(read_payload(transfer_from)["data"])
+        if (source.name, tuple(source.input_shape), source.num_classes) != \
+                (spec.name, tuple(spec.input_shape), spec.num_classes):
+            raise UserError(f"--transfer-from {transfer_from} was trained on {source.name}, "
+                            f"but {path} on {spec.name}")
+    for req in requests:
+        perturbation = _create(req)
+        for severity in _severities(perturbation, req, eps, spec):
+            if not 0 < severity <= perturbation.max_severity:
+                raise UserError(f"{req.name}: severity {severity:g} is outside (0, {perturbation.max_severity:g}]")
+
+
+def _create(req: AttackRequest):
+    from ..perturbations import create_perturbation
+
+    return create_perturbation(req.name, **req.params)
+
+
+def _severities(perturbation, req: AttackRequest, eps, spec) -> tuple[float, ...]:
+    """--eps applies to the chosen attacks; a noise keeps its own grid unless named explicitly."""
+    if eps is not None and (perturbation.threat != "noise" or req.explicit):
+        return eps
+    return tuple(perturbation.default_severities(spec))
+
+
+def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -> list[Job]:
+    jobs: list[Job] = []
+    for req in requests:
+        perturbation = _create(req)
+        if not perturbation.applies_to(ctx.model):
+            if req.explicit:
+                log(f"note: {req.name} does not apply to {ctx.meta['model']} ({ctx.path}); skipped")
+            continue
+        views = ctx.grad_solvers if perturbation.gradient_based else [None]
+        for severity in _severities(perturbation, req, eps, ctx.model.spec):
+            jobs += [Job(perturbation, float(severity), view, ctx.n) for view in views]
+    if any(job.perturbation.threat != "noise" for job in jobs):
+        jobs += _large_eps_jobs(ctx)
+    return jobs
+
+
+def _large_eps_jobs(ctx: CheckpointContext) -> list[Job]:
+    """Sanity check 1: PGD at ε = 1.0 L∞ must reach about 0, through every gradient view."""
+    from ..perturbations import PERTURBATIONS, create_perturbation
+
+    if "pgd" not in PERTURBATIONS:
+        return []
+    pgd = create_perturbation("pgd", norm="linf")
+    return [Job(pgd, SANITY_EPS, view, min(ctx.n, SANITY_SAMPLES), sanity=True) for view in ctx.grad_solvers]
+
+
+def job_record(ctx: CheckpointContext, job: Job, seed: int, shard) -> Record:
+    p = job.perturbation
+    params = {**p.settings(), "n_samples": job.n}
+    if p.threat != "noise":  # attacks see whole batches (random starts, adaptive solvers)
+        params["batch_size"] = ctx.batch_size
+    if job.sanity:
+        params["sanity"] = "large-eps"
+    return ctx.record(perturbation=p.name, threat=p.threat, severity=job.severity, seed=seed,
+                      grad_solver=job.solver_label, params=params,
+                      shard=f"{shard[0]}/{shard[1]}" if shard else "")
+
+
+def _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log) -> list[str]:
+    from tqdm import tqdm
+
+    for choice in ctx.unrolls.values():
+        log(f"{ctx.path}: {choice.describe(ctx.model)}" + ("" if choice.ok else "  WARNING: below 99%"))
+    jobs = plan_jobs(ctx, requests, eps, log)
+    todo, ids = [], []
+    have = store.ids()
+    for job in jobs:
+        record = job_record(ctx, job, seed, shard)
+        complete_id = dataclasses.replace(record, shard="").id
+        ids.append(complete_id)
+        if shard:
+            ids.append(record.id)
+        if force or not ({record.id, complete_id} & have):
+            todo.append((job, record))
+    if len(todo) < len(jobs):
+        log(f"{ctx.path}: {len(jobs) - len(todo)} of {len(jobs)} records already in {store.root}; skipped "
+            "(--force recomputes them)")
+    total = sum(len(shard_batches(len(batch_slices(job.n, ctx.batch_size)), shard)) for job, _ in todo)
+    with tqdm(total=total, disable=not progress, desc="eval", leave=False, dynamic_ncols=True,
+              file=sys.stderr) as bar:
+        for job, record in todo:
+            bar.set_postfix_str(job.describe())
+            run_job(ctx, job, record, seed, store, force, shard, bar)
+    cells = {(r.threat, round(r.severity, 8), r.params["n_samples"]) for _, r in
+             ((j, job_record(ctx, j, seed, None)) for j in jobs)}
+    worst = finalize(ctx, store, seed)
+    return ids + [r.id for r in worst if (r.threat, round(r.severity, 8), r.params["n_samples"]) in cells]
+
+
+def run_job(ctx, job: Job, record: Record, seed: int, store: ResultsStore, force: bool, shard, bar) -> Record:
+    """Run (or resume) one record batch by batch, then store it with its per-example outcomes."""
+    batches = batch_slices(job.n, ctx.batch_size)
+    mine = shard_batches(len(batches), shard)
+    partial_key = f"{record.id}-b{ctx.batch_size}"
+    if force:
+        store.clear_batches(partial_key)
+    done = store.load_batches(partial_key)
+    view = ctx.view(job.grad_solver)
+    for b in mine:
+        if b not in done:
+            start = time.perf_counter()
+            rows = torch.from_numpy(batches[b])
+            dev_rows = rows.to(ctx.device)
+            arrays = run_batch(job.perturbation, view, ctx.model, job.severity, seed, ctx.x[dev_rows],
+                               ctx.y[dev_rows], ctx.index[rows], ctx.clean[rows], ctx.clean_failed[rows],
+                               ctx.clean_nfe[rows])
+            arrays["wall"] = np.array(time.perf_counter() - start)
+            store.save_batch(partial_key, b, arrays)
+            done[b] = arrays
+        bar.update(1)
+    wall = sum(float(done[b]["wall"]) for b in mine)
+    outcomes = concat_outcomes([{k: v for k, v in done[b].items() if k != "wall"} for b in mine]) \
+        if mine else empty_outcomes()
+    record = record_from_outcomes(record, outcomes, wall)
+    if shard and force:
+        store.remove([dataclasses.replace(record, shard="").id])  # the merge rebuilds it
+    store.put(record, outcomes, replace=force)
+    store.clear_batches(partial_key)
+    return record
+
+
+def empty_outcomes() -> dict[str, np.ndarray]:
+    return {"index": np.zeros(0, np.int64), "clean": np.zeros(0, bool), "robust": np.zeros(0, bool),
+            "failed": np.zeros(0, bool), "nfe": np.zeros(0, np.float32)}
+
+
+def finalize(ctx: CheckpointContext, store: ResultsStore, seed: int) -> list[Record]:
+    """Merge finished shards, rebuild the worst case and recompute the sanity checks."""
+    store.merge_shards()
+    sha = ctx.meta["sha256"]
+    with store.locked():
+        mine = [r for r in store.records() if r.checkpoint_sha256 == sha and r.seed == seed]
+        worst = update_worst_case(store, mine)
+    records = [r for r in store.records() if r.checkpoint_sha256 == sha and r.seed == seed]
+    sanity = run_checks(records, gradient_stats(ctx), ctx.unrolls,
+                        ctx.model.solver.describe() if hasattr(ctx.model, "solver") else "")
+    store.update_sanity(sanity)
+    return worst
+
+
+def gradient_stats(ctx: CheckpointContext) -> dict[str, GradStats]:
+    """Sanity check 5: input-gradient norms at clean points, through every gradient view."""
+    from ..models.ode import SolverError
+
+    n = min(ctx.n, SANITY_SAMPLES)
+    out = {}
+    for gs in ctx.grad_solvers:
+        norms = []
+        for rows in batch_slices(n, ctx.batch_size):
+            rows = torch.from_numpy(rows).to(ctx.device)
+            try:
+                norms.append(input_gradient_norms(ctx.view(gs), ctx.x[rows], ctx.y[rows]))
+            except SolverError:
+                norms.append(torch.zeros(len(rows)))  # no gradient at all
+        norms = torch.cat(norms)
+        out[str(gs)] = GradStats(float((norms > GRAD_ZERO).float().mean()), n, float(norms.median()))
+    return out

@@ -1,0 +1,222 @@
+"""The six sanity checks of EVALUATION.md, computed from stored records.
+
+Each check adds {"ok": bool, "detail": str} under its name to the `sanity` field of the records
+it concerns; the worst-case record of an ε collects every check of its members.
+
+1. eps_monotone / large_eps: robust accuracy does not rise with ε, and PGD at ε = 1.0 (L∞)
+   reaches about 0.
+2. iterative_vs_single: iterative attacks do at least as well as single-step ones.
+3. whitebox_vs_blackbox: white-box gradient attacks do at least as well as Square and transfer.
+4. robust_le_clean: robust accuracy is at most clean accuracy.
+5. grad_nonzero: the input gradient at clean points is non-zero for nearly all samples.
+6. solver_gap: the deployed-solver and the RK4-unroll numbers differ by less than 2 points
+   (plus unroll_agreement: the unroll agrees with the deployed model on >= 99% of clean points).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..records import Record
+from .solver_view import MIN_AGREEMENT, UnrollChoice
+from .worst_case import WORST_CASE
+
+LARGE_EPS_MAX = 0.05  # "about 0" at eps = 1.0 L∞
+SOLVER_GAP_MAX = 0.02  # two points
+GRAD_NONZERO_MIN = 0.99  # "nearly all samples"
+GRAD_ZERO = 1e-10  # below this an L2 step normalised by the gradient norm no longer moves
+# AutoAttack standard contains Square: it is not a pure gradient attack for check 3
+ENSEMBLES = ("autoattack",)
+IGNORED_PARAMS = ("step_size", "batch_size")  # may change with ε or with the harness
+
+
+def tolerance(n: int) -> float:
+    """'More than noise': one point, or two samples on a small subset."""
+    return max(0.01, 2.0 / max(n, 1))
+
+
+@dataclass
+class GradStats:
+    nonzero: float  # fraction of samples with a gradient norm above GRAD_ZERO
+    n: int
+    median: float
+
+
+def perturbation_traits(name: str) -> dict:
+    from ..perturbations import PERTURBATIONS
+
+    if name not in PERTURBATIONS:
+        return {"kind": "unknown", "gradient_based": False, "iterative": False}
+    cls = PERTURBATIONS.get(name)
+    return {"kind": cls.kind, "gradient_based": cls.gradient_based, "iterative": cls.iterative}
+
+
+def label(r: Record) -> str:
+    solver = "" if r.grad_solver in ("none", "all") else f" [{r.grad_solver}]"
+    return f"{r.perturbation} {r.threat} {r.severity:g}{solver}"
+
+
+class SanityReport:
+    def __init__(self, records: list[Record]):
+        self.records = records
+        self.result: dict[str, dict] = {r.id: {} for r in records}
+
+    def put(self, r: Record, check: str, ok: bool, detail: str) -> None:
+        old = self.result[r.id].get(check)
+        if old is None or (old["ok"] and not ok):  # keep the first failure
+            self.result[r.id][check] = {"ok": bool(ok), "detail": detail}
+
+
+def run_checks(records: list[Record], grad_stats: dict[str, GradStats] | None = None,
+               unrolls: dict[int, UnrollChoice] | None = None, solver_text: str = "") -> dict[str, dict]:
+    """Sanity results keyed by record id, for the complete records of one checkpoint and seed."""
+    report = SanityReport(records)
+    by_subset: dict[int, list[Record]] = {}
+    for r in records:
+        by_subset.setdefault(r.params.get("n_samples", r.n), []).append(r)
+    for group in by_subset.values():
+        _robust_le_clean(report, group)
+        _eps_monotone(report, group)
+        _large_eps(report, group)
+        _iterative_vs_single(report, group)
+        _whitebox_vs_blackbox(report, group)
+        _solver_gap(report, group, unrolls or {})
+        _grad_nonzero(report, group, grad_stats or {})
+        _unroll_agreement(report, group, unrolls or {}, solver_text)
+        _collect_into_worst_case(report, group)
+    return report.result
+
+
+def _attacks(group):
+    return [r for r in group if r.threat != "noise" and r.perturbation != WORST_CASE]
+
+
+def _robust_le_clean(report, group):
+    for r in group:
+        ok = not (r.robust_acc > r.clean_acc)
+        report.put(r, "robust_le_clean", ok, f"{label(r)}: robust {r.robust_acc:.1%} vs clean {r.clean_acc:.1%}")
+
+
+def _series_key(r: Record) -> tuple:
+    params = {k: v for k, v in r.params.items() if k not in IGNORED_PARAMS + ("sanity",)}
+    return (r.perturbation, r.threat, r.grad_solver, repr(sorted(params.items(), key=str)))
+
+
+def _eps_monotone(report, group):
+    series: dict[tuple, list[Record]] = {}
+    for r in group:
+        if r.threat != "noise":
+            series.setdefault(_series_key(r), []).append(r)
+    for members in series.values():
+        members.sort(key=lambda r: r.severity)
+        for lo, hi in zip(members, members[1:]):
+            ok = hi.robust_acc <= lo.robust_acc + tolerance(hi.n)
+            report.put(hi, "eps_monotone", ok, f"{hi.perturbation} {hi.threat}: robust {hi.robust_acc:.1%} at "
+                       f"eps {hi.severity:g} vs {lo.robust_acc:.1%} at eps {lo.severity:g}")
+
+
+def _large_eps(report, group):
+    for r in group:
+        if r.params.get("sanity") == "large-eps":
+            ok = r.robust_acc <= LARGE_EPS_MAX
+            report.put(r, "large_eps", ok, f"PGD at eps {r.severity:g} {r.threat} [{r.grad_solver}] leaves "
+                       f"{r.robust_acc:.1%} robust (expected about 0)")
+
+
+def _by_cell(records, with_solver: bool) -> dict[tuple, list[Record]]:
+    cells: dict[tuple, list[Record]] = {}
+    for r in records:
+        if not r.params.get("sanity"):
+            key = (r.threat, round(r.severity, 8)) + ((r.grad_solver,) if with_solver else ())
+            cells.setdefault(key, []).append(r)
+    return cells
+
+
+def _iterative_vs_single(report, group):
+    for cell in _by_cell(_attacks(group), with_solver=True).values():
+        traits = {r.id: perturbation_traits(r.perturbation) for r in cell}
+        singles = [r for r in cell if traits[r.id]["gradient_based"] and not traits[r.id]["iterative"]]
+        if not singles:
+            continue
+        single = min(singles, key=lambda r: r.robust_acc)
+        for r in cell:
+            if traits[r.id]["gradient_based"] and traits[r.id]["iterative"]:
+                ok = r.robust_acc <= single.robust_acc + tolerance(r.n)
+                report.put(r, "iterative_vs_single", ok, f"{label(r)}: {r.robust_acc:.1%} robust vs "
+                           f"single-step {single.perturbation} {single.robust_acc:.1%}")
+
+
+def _whitebox_vs_blackbox(report, group):
+    for cell in _by_cell(_attacks(group), with_solver=False).values():
+        kinds = {r.id: perturbation_traits(r.perturbation)["kind"] for r in cell}
+        white = [r for r in cell if kinds[r.id] == "white-box" and r.perturbation not in ENSEMBLES]
+        black = [r for r in cell if kinds[r.id] in ("black-box", "transfer")]
+        if not white:
+            continue
+        best = min(white, key=lambda r: r.robust_acc)
+        for r in black:
+            ok = best.robust_acc <= r.robust_acc + tolerance(r.n)
+            detail = (f"{r.threat} eps {r.severity:g}: best white-box {label(best)} leaves {best.robust_acc:.1%}, "
+                      f"{kinds[r.id]} {r.perturbation} {r.robust_acc:.1%}")
+            report.put(r, "whitebox_vs_blackbox", ok, detail)
+            report.put(best, "whitebox_vs_blackbox", ok, detail)
+
+
+def _solver_gap(report, group, unrolls):
+    variants: dict[tuple, list[Record]] = {}
+    for r in _attacks(group):
+        if perturbation_traits(r.perturbation)["gradient_based"]:
+            key = (r.perturbation, r.threat, round(r.severity, 8), repr(sorted(r.params.items(), key=str)))
+            variants.setdefault(key, []).append(r)
+    same = next((u for u in unrolls.values() if u.same_as_deployed), None)
+    for members in variants.values():
+        deployed = [r for r in members if r.grad_solver == "deployed"]
+        unrolled = [r for r in members if r.grad_solver.startswith(("rk4:", "bpda:"))]
+        for d in deployed:
+            if not unrolled and same is not None:
+                report.put(d, "solver_gap", True, f"the deployed solver is already rk4:{same.steps} "
+                           "(no adjoint): the unroll is the deployed solver")
+            for u in unrolled:
+                gap = abs(d.robust_acc - u.robust_acc)
+                detail = (f"{d.perturbation} {d.threat} eps {d.severity:g}: deployed {d.robust_acc:.1%} vs "
+                          f"{u.grad_solver} {u.robust_acc:.1%} (gap {gap * 100:.1f} points)")
+                report.put(d, "solver_gap", gap < SOLVER_GAP_MAX, detail)
+                report.put(u, "solver_gap", gap < SOLVER_GAP_MAX, detail)
+
+
+def _grad_nonzero(report, group, grad_stats):
+    for r in _attacks(group):
+        stats = grad_stats.get(r.grad_solver)
+        if stats is None or not perturbation_traits(r.perturbation)["gradient_based"]:
+            continue
+        ok = stats.nonzero >= GRAD_NONZERO_MIN
+        report.put(r, "grad_nonzero", ok, f"[{r.grad_solver}] input gradient non-zero on {stats.nonzero:.1%} of "
+                   f"{stats.n} clean samples (median norm {stats.median:.2e})")
+
+
+def _unroll_agreement(report, group, unrolls, solver_text):
+    for r in _attacks(group):
+        mode, _, steps = r.grad_solver.partition(":")
+        choice = unrolls.get(int(steps)) if mode in ("rk4", "bpda") and steps.isdigit() else None
+        if choice is not None:
+            ok = choice.agreement >= MIN_AGREEMENT
+            report.put(r, "unroll_agreement", ok, f"rk4:{choice.steps} agrees with the deployed "
+                       f"{solver_text} on {choice.agreement:.1%} of clean predictions")
+
+
+def _collect_into_worst_case(report, group):
+    by_id = {r.id: r for r in group}
+    for wc in (r for r in group if r.perturbation == WORST_CASE):
+        for member_id in wc.members:
+            for check, value in report.result.get(member_id, {}).items():
+                if member_id in by_id:
+                    report.put(wc, check, value["ok"], value["detail"])
+
+
+def failures(records: list[Record]) -> list[tuple[str, str]]:
+    """Unique (check, detail) pairs of every failed check in `records`."""
+    seen = {}
+    for r in records:
+        for check, value in sorted(r.sanity.items()):
+            if not value.get("ok", True):
+                seen.setdefault((check, value.get("detail", "")), None)
+    return list(seen)
