@@ -238,6 +238,7 @@ def test_roa_iou_matches_the_analytic_answer():
     assert (result.roa[:, np.abs(result.xs) < 1e-6] == -1).all()  # the separatrix reaches neither
     assert result.iou == pytest.approx([math.pi / 8] * 2, abs=0.015)
     assert result.proa_in_roa == pytest.approx([1.0, 1.0])
+    assert result.eq_max_real_eig == pytest.approx([-1.0, -1.0], abs=1e-5)  # df/dz = diag(1 - 3x^2, -1)
 
 
 def test_assignment_and_iou_on_hand_made_masks():

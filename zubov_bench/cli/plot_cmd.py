@@ -54,5 +54,8 @@ def _plot_roa(checkpoints, out_dir, resolution, horizon, steps, data_root, downl
         iou = ", ".join(f"{v:.3f}" for v in result.iou)
         click.echo(f"{ckpt}: PRoA-RoA IoU [{iou}], mean {result.mean_iou:.3f}; unassigned "
                    f"{(result.roa < 0).mean():.1%}")
+        if result.eq_max_real_eig is not None:
+            eig = ", ".join(f"{v:+.3f}" for v in result.eq_max_real_eig)
+            click.echo(f"  max Re(eig) of df/dz at the equilibria: [{eig}] (> 0: not attracting)")
         for path in paths:
             click.echo(f"wrote {path}")

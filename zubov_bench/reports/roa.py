@@ -28,6 +28,7 @@ class RoAResult:
     proa_in_roa: np.ndarray  # (K,) share of PRoA_k whose flow reaches e_k
     horizon: float
     tol: float
+    eq_max_real_eig: np.ndarray | None = None  # (K,) largest Re(eigenvalue) of df/dz at each e_k
 
     @property
     def proa(self) -> np.ndarray:
@@ -46,7 +47,8 @@ class RoAResult:
         return {"iou": as_list(self.iou), "mean_iou": round(self.mean_iou, 4),
                 "proa_in_roa": as_list(self.proa_in_roa), "unassigned": round(float((self.roa < 0).mean()), 4),
                 "extent": self.extent, "resolution": [len(self.xs), len(self.ys)], "level": self.level,
-                "horizon": self.horizon, "tol": self.tol}
+                "horizon": self.horizon, "tol": self.tol,
+                "eq_max_real_eig": None if self.eq_max_real_eig is None else as_list(self.eq_max_real_eig)}
 
 
 def check_roa_model(model) -> None:
@@ -108,6 +110,16 @@ def region_iou(proa: np.ndarray, roa: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return inter / union, inter / size
 
 
+def equilibrium_stability(model) -> np.ndarray | None:
+    """Largest real part of the Jacobian's eigenvalues at each e_k (< 0: locally attracting)."""
+    if not hasattr(model, "vector_field"):
+        return None
+    field = lambda z: model.vector_field(z[None])[0]  # noqa: E731
+    with torch.enable_grad():
+        jac = torch.func.vmap(torch.func.jacrev(field))(model.equilibria.detach())
+    return torch.linalg.eigvals(jac.detach()).real.max(-1).values.numpy()
+
+
 @torch.no_grad()
 def compute_roa(model, extent, resolution: int = 200, horizon: float = 20.0, steps: int = 400,
                 tol: float | None = None, level: float | None = None) -> RoAResult:
@@ -120,4 +132,4 @@ def compute_roa(model, extent, resolution: int = 200, horizon: float = 20.0, ste
     roa = assign_to_equilibria(end, model.equilibria, tol).numpy().reshape(len(ys), len(xs))
     v = model.lyapunov(states).T.reshape(-1, len(ys), len(xs)).numpy()
     iou, inside = region_iou(v < level, roa)
-    return RoAResult(xs, ys, roa, v, level, iou, inside, horizon, tol)
+    return RoAResult(xs, ys, roa, v, level, iou, inside, horizon, tol, equilibrium_stability(model))
