@@ -32,11 +32,14 @@ class LyapunovConfig:
 class LyapunovNet(nn.Module):
     """V(z)[..., k] for all classes, or V(z, k) for one assigned class per point."""
 
-    def __init__(self, equilibria: torch.Tensor | nn.Parameter, cfg: LyapunovConfig):
+    def __init__(self, equilibria: torch.Tensor, cfg: LyapunovConfig, learn_equilibria: bool = False):
         super().__init__()
         k, d = equilibria.shape
         self.cfg, self.k, self.d = cfg, k, d
-        self._eq = equilibria  # shared with the owning model (buffer or parameter)
+        if learn_equilibria:
+            self.equilibria = nn.Parameter(equilibria.clone())
+        else:
+            self.register_buffer("equilibria", equilibria.clone())
         h, p = cfg.width, (d if cfg.context == "equilibrium" else cfg.context_dim)
         if cfg.context == "embedding":
             self.embed = nn.Parameter(torch.randn(k, p) / p**0.5)
@@ -51,10 +54,6 @@ class LyapunovNet(nn.Module):
         if cfg.kind == "mlp":
             self.mlp = nn.Sequential(nn.Linear(d + p, h), nn.Softplus(), nn.Linear(h, h), nn.Softplus(),
                                      nn.Linear(h, 1))
-
-    @property
-    def equilibria(self) -> torch.Tensor:
-        return self._eq
 
     def context(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-class, per-layer (input scaling d*a_i, affine offset Q_i u_i + beta_i); independent of z."""

@@ -69,18 +69,19 @@ class ZubovNet(ODEModel):
     def __init__(self, spec: DataSpec, cfg: ZubovConfig):
         super().__init__(spec, cfg, MLPField(cfg.d, cfg.field_hidden, cfg.field_act))
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
-        eq = cfg.r * simplex_vectors(spec.num_classes, cfg.d)
-        if cfg.learn_equilibria:
-            self.equilibria = nn.Parameter(eq)
-        else:
-            self.register_buffer("equilibria", eq)
-        self.lyap = LyapunovNet(self.equilibria, LyapunovConfig(
+        self.lyap = LyapunovNet(cfg.r * simplex_vectors(spec.num_classes, cfg.d), LyapunovConfig(
             cfg.lyap_layers, cfg.lyap_width, cfg.lyap_context, cfg.lyap_context_dim,
-            cfg.lyap_attention, cfg.lyap_kind, cfg.lyap_form, cfg.rehu_delta, cfg.lyap_quad))
+            cfg.lyap_attention, cfg.lyap_kind, cfg.lyap_form, cfg.rehu_delta, cfg.lyap_quad),
+            learn_equilibria=cfg.learn_equilibria)
         self.log_tau = nn.Parameter(torch.tensor(cfg.tau).log(), requires_grad=cfg.learn_tau)
         self.boundary_cfg = BoundaryConfig(
             cfg.boundary, cfg.boundary_rays, cfg.boundary_data_fraction, cfg.boundary_bisection,
             cfg.boundary_r0, cfg.boundary_max_doublings, cfg.boundary_shells, cfg.boundary_shell_delta)
+
+    @property
+    def equilibria(self) -> torch.Tensor:
+        """The class equilibria e_k, shape (K, d); owned by the Lyapunov network."""
+        return self.lyap.equilibria
 
     # --- inference ----------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
