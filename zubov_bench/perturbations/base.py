@@ -1,0 +1,146 @@
+"""The perturbation base class: one call shape for noise and attacks, typed params, default grids."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..data.base import DataSpec
+from ..errors import UserError
+from .params import build_params, params_to_dict
+
+THREATS = ("noise", "linf", "l2")
+KINDS = ("noise", "white-box", "black-box", "transfer", "adaptive")
+
+
+@dataclass
+class NoParams:
+    """A perturbation without parameters besides its severity."""
+
+
+class Perturbation:
+    """`p(model, x, y, severity, generator, index) -> x_perturbed` (same shape, in [0, 1]).
+
+    Subclasses set the class attributes and implement `perturb`; `__call__` validates the
+    severity and handles empty batches. `model` maps [0, 1] inputs to logits, in eval mode.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    threat: ClassVar[str] = "noise"
+    kind: ClassVar[str] = "noise"
+    gradient_based: ClassVar[bool] = False
+    iterative: ClassVar[bool] = False
+    Params: ClassVar[type] = NoParams
+    noise_grid: ClassVar[tuple[float, ...]] = ()  # default severities of a noise
+    max_severity: ClassVar[float] = math.inf
+
+    def __init__(self, **params):
+        self.params = build_params(self.Params, params, self.name)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter values; raise UserError. Override where ranges matter."""
+
+    def settings(self) -> dict:
+        return params_to_dict(self.params)
+
+    def default_severities(self, spec: DataSpec) -> tuple[float, ...]:
+        if self.threat == "linf":
+            return tuple(spec.eps_linf)
+        if self.threat == "l2":
+            return tuple(spec.eps_l2)
+        return self.noise_grid
+
+    def applies_to(self, model: nn.Module) -> bool:
+        return True
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, severity: float,
+                 generator: torch.Generator, index: torch.Tensor | None = None) -> torch.Tensor:
+        severity = float(severity)
+        if not (0.0 <= severity <= self.max_severity):
+            raise UserError(f"{self.name}: severity {severity:g} is outside [0, {self.max_severity:g}]")
+        if len(x) == 0:
+            return x.clone()
+        out = self.perturb(model, x, y, severity, generator, index)
+        assert out.shape == x.shape, f"{self.name} changed the input shape"
+        return out.detach()
+
+    def perturb(self, model, x, y, severity, generator, index) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Attack(Perturbation):
+    """An adversarial attack: only samples the model gets right are attacked (early exit)."""
+
+    kind: ClassVar[str] = "white-box"
+    gradient_based: ClassVar[bool] = True
+    iterative: ClassVar[bool] = True
+    threat: ClassVar[str] = "linf"
+
+    def perturb(self, model, x, y, severity, generator, index):
+        x_adv = x.clone()
+        correct = predict(model, x) == y
+        if correct.any():
+            x_adv[correct] = self.attack(model, x[correct], y[correct], severity, generator)
+        return x_adv
+
+    def attack(self, model, x, y, eps: float, generator: torch.Generator) -> torch.Tensor:
+        """Adversarial versions of (x, y), all currently classified correctly."""
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(1)
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(2**62, (1,), generator=generator))
+
+
+class seeded_rng:
+    """Run library code that uses torch's global RNG from a seed, then restore the global state."""
+
+    def __init__(self, seed: int, device: torch.device):
+        devices = [device.index or 0] if device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self.seed = seed
+
+    def __enter__(self):
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        return self._fork.__exit__(*exc)
+
+
+def require_images(name: str, x: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise UserError(f"{name} needs image inputs (N, C, H, W); got shape {tuple(x.shape)}. "
+                        "It does not apply to vector datasets such as toy2d.")
+
+
+def lp_distance(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample L∞ or L2 distance."""
+    delta = (x_adv - x).reshape(len(x), -1)
+    return delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+
+
+def find_attribute(model: nn.Module, attr: str):
+    """`attr` of the model, or of the model a wrapper (gradient view) holds; None if absent."""
+    seen = set()
+    while model is not None and id(model) not in seen:
+        seen.add(id(model))
+        if hasattr(model, attr):
+            return getattr(model, attr)
+        model = next((getattr(model, a) for a in ("model", "module", "base") if hasattr(model, a)), None)
+    return None

@@ -1,0 +1,55 @@
+"""Transfer attack: PGD crafted on a source checkpoint, replayed on the target model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import UserError
+from .base import Attack, find_attribute
+from .pgd import PGDParams, run_pgd, validate_pgd
+from .registry import register_perturbation
+
+
+@dataclass
+class TransferParams(PGDParams):
+    source: Optional[str] = None  # path of the source checkpoint (e.g. the undefended backbone)
+
+
+@register_perturbation("transfer")
+class Transfer(Attack):
+    description = "PGD crafted on a source checkpoint (source=PATH) and replayed on the target"
+    kind = "transfer"
+    gradient_based = False  # the gradients come from the source model only
+    Params = TransferParams
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.threat = self.params.norm
+        self.source_model, meta = self._load_source(self.params.source)
+        self.source_sha256 = meta["sha256"]
+
+    def validate(self):
+        validate_pgd(self.params, self.name)
+
+    @staticmethod
+    def _load_source(path):
+        from ..checkpoint import load_checkpoint
+
+        if not path:
+            raise UserError("transfer needs a source checkpoint: pass source=PATH "
+                            "(for example an undefended node trained on the same dataset)")
+        return load_checkpoint(path)
+
+    def settings(self):
+        return {**super().settings(), "source_sha256": self.source_sha256}
+
+    def attack(self, model, x, y, eps, generator):
+        source = self.source_model.to(x.device)
+        if tuple(source.spec.input_shape) != tuple(x.shape[1:]):
+            raise UserError(f"transfer source {self.params.source} takes inputs of shape "
+                            f"{tuple(source.spec.input_shape)}, the target gets {tuple(x.shape[1:])}")
+        target_spec = find_attribute(model, "spec")
+        if target_spec is not None and target_spec.num_classes != source.spec.num_classes:
+            raise UserError(f"transfer source {self.params.source} has {source.spec.num_classes} classes, "
+                            f"the target {target_spec.num_classes}")
+        return run_pgd(source, model, x, y, eps, self.params, generator)
