@@ -32,11 +32,13 @@ class ODEConfig:
     rtol: float = 1e-3
     atol: float = 1e-4
     adjoint: bool = False
+    max_num_steps: int = 2000  # adaptive solvers: fail (SolverError) past this many steps
     noise_aug: float = 0.0  # probability of Gaussian-noise augmentation during training
     noise_sigmas: tuple = (50 / 255, 75 / 255, 100 / 255)
 
     def solver_config(self) -> SolverConfig:
-        return SolverConfig(self.solver, self.steps, self.rtol, self.atol, self.T, self.adjoint)
+        return SolverConfig(self.solver, self.steps, self.rtol, self.atol, self.T, self.adjoint,
+                            self.max_num_steps)
 
 
 @dataclass

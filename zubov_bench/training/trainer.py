@@ -174,7 +174,11 @@ class Trainer:
         self.progress = Progress(**state["progress"])
         for i in range(self.progress.stage + 1):
             self.stages[i].setup()
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise UserError(f"cannot resume from {path}: it does not match the model "
+                            f"({str(exc).splitlines()[0]})") from None
         self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
@@ -187,7 +191,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, where: str) -> None:
         if not torch.isfinite(loss):
-            raise NumericalError(f"non-finite loss ({float(loss)}) at {where}; "
+            raise NumericalError(f"non-finite loss ({float(loss.detach())}) at {where}; "
                                  f"last good checkpoint kept in {self.run_dir}")
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:

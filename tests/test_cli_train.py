@@ -1,0 +1,84 @@
+"""The real `zubov-bench` CLI: train end to end, and bad input as one line with a non-zero exit."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from zubov_bench.checkpoint import load_checkpoint
+
+
+def run_cli(args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "zubov_bench", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_help_lists_the_commands():
+    out = run_cli(["--help"])
+    assert out.returncode == 0
+    for cmd in ("train", "list"):
+        assert cmd in out.stdout
+
+
+def test_train_writes_a_complete_run_folder(tmp_path, cli_env):
+    run = tmp_path / "run"
+    out = run_cli(["train", "--model", "node", "--dataset", "digits", "--epochs", "3",
+                   "--no-progress", "--out", str(run), "--device", "cpu"], env=cli_env)
+    assert out.returncode == 0, out.stderr
+    for name in ("model.pt", "config.yaml", "metrics.csv", "env.json", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == 3 and {"train_loss", "train_cls", "train_acc", "test_acc"} <= set(rows[0])
+    assert float(rows[-1]["test_acc"]) > 0.8
+    cfg = yaml.safe_load(open(run / "config.yaml"))
+    assert cfg["model"] == "node" and cfg["train"]["epochs"] == 3
+    torch.load(run / "model.pt", weights_only=True)  # safe to load
+    model, meta = load_checkpoint(run / "model.pt")
+    assert meta["model"] == "node" and meta["extra"]["test_acc"] == float(rows[-1]["test_acc"])
+    # a second run into the same folder is refused rather than silently overwriting it
+    again = run_cli(["train", "--model", "node", "--out", str(run), "--no-progress"], env=cli_env)
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+
+
+def _corrupt_run(tmp_path):
+    run = tmp_path / "broken"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: node\ndataset: digits\ntrain: {}\nmodel_config: {}\n")
+    (run / "last.pt").write_bytes(b"\x00garbage, not a checkpoint")
+    return run
+
+
+BAD_INPUT = [
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--model", "node", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--model", "node", "--config", "missing.yaml"], "config file not found"),
+    (["train", "--model", "node", "--lr", "-0.1"], "--lr must be a positive number"),
+    (["train", "--model", "node", "--lr", "nan"], "--lr must be a positive number"),
+    (["train", "--model", "node", "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", "--model", "node", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--model", "node", "--set", "d=abc"], "not a valid int"),
+    (["train", "--model", "node", "--set", "bogus=1"], "unknown config key"),
+    (["train", "--model", "node", "--dataset", "mnist"], "not found under"),
+    (["train", "--model", "node", "--config", "{bad_yaml}"], "cannot parse config file"),
+    (["train", "--resume", "{corrupt_run}"], "cannot resume"),
+    (["train", "--model", "node", "--out", "/dev/null/run"], "cannot"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[" ".join(a[1:3]) + "|" + m[:20] for a, m in BAD_INPUT])
+def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path, cli_env):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed\n")
+    subs = {"{bad_yaml}": str(bad_yaml), "{corrupt_run}": str(_corrupt_run(tmp_path))}
+    args = [subs.get(a, a) for a in args] + ["--no-progress", "--epochs", "1"] * (args[0] == "train" and "--epochs" not in args and "--resume" not in args)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    out = run_cli(args, env=cli_env, cwd=tmp_path)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr and message in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written

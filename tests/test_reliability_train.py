@@ -1,0 +1,154 @@
+"""Training reliability: exact resume after SIGKILL, safe checkpoints, numerical faults, determinism."""
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from zubov_bench.checkpoint import load_checkpoint, read_payload, save_checkpoint, state_hash
+from zubov_bench.errors import UserError
+from zubov_bench.models import create_model
+from zubov_bench.models.node import NeuralODE
+from zubov_bench.training import NumericalError, resolve_run_config, train_run
+from zubov_bench.training.trainer import STATE_FILE
+
+TRAIN = [sys.executable, "-m", "zubov_bench", "train", "--no-progress", "--device", "cpu"]
+
+
+def metrics(run):
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    for r in rows:
+        r.pop("epoch_seconds")
+    return rows
+
+
+def weights(run):
+    return torch.load(run / "model.pt", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("model,kill_after", [("node", 2.0), ("zubov", 4.0)])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cli_env, model, kill_after):
+    args = ["--model", model, "--dataset", "digits", "--epochs", "3", "--save-every-steps", "7",
+            "--seed", "3"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(TRAIN + args + ["--out", str(ref)], env=cli_env, check=True, capture_output=True)
+    proc = subprocess.Popen(TRAIN + args + ["--out", str(killed)], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(kill_after)  # let it run past the first checkpoint, then kill it mid-flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it was killed; kill earlier"
+    out = subprocess.run(TRAIN + ["--resume", str(killed)], env=cli_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert metrics(killed) == metrics(ref)
+    assert_same_weights(weights(killed), weights(ref))
+
+
+def test_same_seed_trains_identically(tmp_path):
+    resolved = resolve_run_config("zubov", "digits", None, {"epochs": 2, "seed": 5}, {})
+    for name in ("a", "b"):
+        train_run(resolved, tmp_path / name, progress=False, device="cpu")
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))  # would create a file if unpickled
+
+
+def test_malicious_pickle_is_refused_and_never_executed(tmp_path, digits):
+    target = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    model = create_model("node", digits.spec)
+    payload = {"format": "zubov-bench-checkpoint/1", "model": "node", "config": model.config_dict(),
+               "data": digits.spec.to_dict(), "state_dict": model.state_dict(), "sha256": "x",
+               "extra": {"hook": _Evil(str(target))}}
+    torch.save(payload, evil)
+    with pytest.raises(UserError, match="corrupt, truncated or unsafe"):
+        load_checkpoint(evil)
+    assert not target.exists()
+    # and the plain pickle really is malicious: an unsafe load would have created the file
+    with open(evil, "rb"):
+        torch.load(evil, weights_only=False)
+    assert target.exists()
+
+
+@pytest.fixture
+def saved_node(tmp_path, digits):
+    torch.manual_seed(0)
+    model = create_model("node", digits.spec)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+def test_tampered_checkpoint_fails_its_hash(saved_node):
+    payload = read_payload(saved_node)
+    payload["state_dict"]["head.bias"] += 1.0
+    torch.save(payload, saved_node)
+    with pytest.raises(UserError, match="integrity check"):
+        load_checkpoint(saved_node)
+
+
+def test_truncated_checkpoint_is_one_clear_error(saved_node):
+    data = saved_node.read_bytes()
+    saved_node.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt, truncated or unsafe"):
+        load_checkpoint(saved_node)
+
+
+def test_wrong_model_checkpoint_is_one_clear_error(saved_node):
+    payload = read_payload(saved_node)
+    payload["model"] = "zubov"
+    payload["config"] = {"d": 64}
+    payload["sha256"] = state_hash("zubov", payload["config"], payload["state_dict"])
+    torch.save(payload, saved_node)
+    with pytest.raises(UserError, match="does not match model 'zubov'"):
+        load_checkpoint(saved_node)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = NeuralODE.training_loss
+    calls = {"n": 0}
+
+    def flaky(self, x, y):
+        calls["n"] += 1
+        loss, terms = original(self, x, y)
+        return (loss * float("nan") if calls["n"] == 30 else loss), terms
+
+    monkeypatch.setattr(NeuralODE, "training_loss", flaky)
+    resolved = resolve_run_config("node", "digits", None, {"epochs": 3}, {})  # 22 steps/epoch
+    run = tmp_path / "run"
+    with pytest.raises(NumericalError, match=r"epoch 2, step 8"):
+        train_run(resolved, run, progress=False, device="cpu")
+    assert not (run / "model.pt").exists()
+    state = torch.load(run / STATE_FILE, weights_only=True)
+    assert state["progress"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_solver_step_limit_stops_training_with_a_clear_message(tmp_path):
+    resolved = resolve_run_config("node", "digits", None, {"epochs": 1},
+                                  {"solver": "dopri5", "rtol": 1e-9, "atol": 1e-9, "max_num_steps": 3})
+    with pytest.raises(NumericalError, match=r"max_num_steps.*epoch 1, step 1"):
+        train_run(resolved, tmp_path / "run", progress=False, device="cpu")

@@ -1,0 +1,158 @@
+"""Zubov-Net's defining properties (ZUBOV_NET.md §2)."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from zubov_bench.models import create_model
+from zubov_bench.models.layers import pairwise_cosines, simplex_vectors
+from zubov_bench.models.lyapunov import BoundaryConfig, sample_boundary
+from zubov_bench.training import resolve_run_config, train_run
+
+LYAP_VARIANTS = [{}, {"lyap_layers": 3, "lyap_context": "equilibrium"}, {"lyap_attention": False},
+                 {"lyap_form": "bregman"}]
+
+
+def make_zubov(digits, dtype=torch.float64, **cfg):
+    torch.manual_seed(0)
+    return create_model("zubov", digits.spec, **cfg).to(dtype)
+
+
+@pytest.mark.parametrize("cfg", LYAP_VARIANTS)
+def test_lyapunov_is_convex_in_z_for_every_class(digits, cfg):
+    model = make_zubov(digits, **cfg)
+    lyap, k, d = model.lyap, digits.spec.num_classes, model.cfg.d
+    n = 3000
+    a = 3 * torch.randn(n, d, dtype=torch.float64)
+    b = 3 * torch.randn(n, d, dtype=torch.float64)
+    lam = torch.rand(n, 1, dtype=torch.float64)
+    ctx = lyap.context()
+    for cls in range(k):
+        idx = torch.full((n,), cls)
+        eq = lyap.equilibria[cls]
+        g = lambda z: lyap._g(z - eq, ctx, idx)  # noqa: E731
+        v = lambda z: lyap(z, idx)  # noqa: E731
+        for fn in (g, v):
+            mid = fn(lam * a + (1 - lam) * b)
+            chord = lam.squeeze(1) * fn(a) + (1 - lam.squeeze(1)) * fn(b)
+            assert (mid <= chord + 1e-5).all(), f"convexity violated for class {cls}"
+
+
+def test_nonconvex_ablation_is_detectably_nonconvex(digits):
+    """The chord test above can fail: the non-convex MLP ablation violates it."""
+    model = make_zubov(digits, lyap_kind="mlp")
+    n, d = 3000, model.cfg.d
+    a, b = 3 * torch.randn(n, d, dtype=torch.float64), 3 * torch.randn(n, d, dtype=torch.float64)
+    lam = torch.rand(n, dtype=torch.float64)
+    idx = torch.zeros(n, dtype=torch.long)
+    ctx = model.lyap.context()
+    g = lambda z: model.lyap._g(z, ctx, idx)  # noqa: E731
+    mid = g(lam[:, None] * a + (1 - lam[:, None]) * b)
+    assert (mid > lam * g(a) + (1 - lam) * g(b) + 1e-5).any()
+
+
+@pytest.mark.parametrize("cfg", LYAP_VARIANTS)
+def test_lyapunov_zero_at_own_equilibrium_positive_elsewhere(digits, cfg):
+    model = make_zubov(digits, **cfg)
+    eq, k = model.equilibria, digits.spec.num_classes
+    v_eq = model.lyapunov(eq)  # (K, K): V_j(e_k)
+    assert torch.allclose(torch.diagonal(v_eq), torch.zeros(k, dtype=torch.float64), atol=1e-12)
+    assert (v_eq[~torch.eye(k, dtype=torch.bool)] > 0).all()
+    z = eq[torch.randint(k, (2000,))] + 0.5 * torch.randn(2000, model.cfg.d, dtype=torch.float64)
+    assert (model.lyapunov(z) > 0).all()
+
+
+def test_equilibria_form_a_regular_simplex():
+    for k, d in [(2, 1), (3, 2), (10, 64)]:
+        v = simplex_vectors(k, d)
+        assert torch.allclose(v.norm(dim=1), torch.ones(k), atol=1e-6)
+        assert torch.allclose(pairwise_cosines(v), torch.full((k * (k - 1),), -1 / (k - 1)), atol=1e-5)
+
+
+def test_boundary_sampling_hits_the_level_set_in_one_batched_call(digits, monkeypatch):
+    model = make_zubov(digits)
+    level = model.cfg.level
+    calls = []
+    forward = type(model.lyap).forward
+
+    def counting_forward(self, z, cls=None):
+        calls.append(len(z))
+        return forward(self, z, cls)
+
+    monkeypatch.setattr(type(model.lyap), "forward", counting_forward)
+    states = model.equilibria[torch.randint(10, (64,))] + torch.randn(64, model.cfg.d, dtype=torch.float64)
+    cfg = BoundaryConfig(rays=32, bisection=30)
+    points, cls, shells, shell_cls = sample_boundary(model.lyap, level, cfg, states=states)
+    assert len(points) > 0.95 * 10 * 32
+    v = forward(model.lyap, points, cls)
+    assert (v - level).abs().max() < 1e-3
+    # every Lyapunov evaluation covered all K*M rays at once: no loop over rays or classes
+    assert all(n == 10 * 32 for n in calls)
+    assert len(calls) <= 1 + cfg.max_doublings + cfg.bisection
+    # shells lie strictly inside / outside
+    v_shell = forward(model.lyap, shells, shell_cls)
+    inner, outer = v_shell[: len(points)], v_shell[len(points):]
+    assert (inner < level).all() and (outer > level).all()
+
+
+def test_consistency_residual_matches_finite_differences(digits):
+    model = make_zubov(digits)
+    k, d = 10, model.cfg.d
+    cls = torch.randint(k, (64,))
+    z = model.equilibria[cls] + torch.randn(64, d, dtype=torch.float64)
+    r = model.consistency_residual(z, cls)
+    with torch.no_grad():
+        f = model.vector_field(z)
+        h = 1e-6
+        v = lambda p: model.lyapunov(p, cls)  # noqa: E731
+        v_dot = (v(z + h * f) - v(z - h * f)) / (2 * h)
+        ref = torch.exp(-v(z)) * (v_dot + model.cfg.alpha * (z - model.equilibria[cls]).pow(2).sum(-1))
+    assert torch.allclose(r.detach(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_total_loss_reaches_stem_ode_and_lyapunov(digits):
+    model = make_zubov(digits, dtype=torch.float32)
+    x, y = digits.x_train[:32], digits.y_train[:32]
+    loss, terms = model.training_loss(x, y)
+    assert set(terms) >= {"cls", "con", "sep", "eq"}
+    loss.backward()
+    for part in (model.stem, model.odefunc, model.lyap):
+        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+    # the consistency loss alone also reaches both the field (theta) and the Lyapunov net (psi)
+    model.zero_grad()
+    z = model.equilibria[y] + torch.randn(32, model.cfg.d)
+    model.consistency_residual(z, y).pow(2).mean().backward()
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.odefunc.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.lyap.parameters())
+
+
+def test_short_training_on_digits_is_well_above_chance(trained_zubov, digits):
+    with torch.no_grad():
+        acc = (trained_zubov(digits.x_test).argmax(1) == digits.y_test).float().mean()
+    assert acc > 0.85
+
+
+def test_toy2d_consistency_residual_falls_during_training(tmp_path):
+    resolved = resolve_run_config("zubov", "toy2d", None, {"epochs": 8}, {})
+    train_run(resolved, tmp_path / "toy", progress=False, device="cpu")
+    rows = list(csv.DictReader(open(tmp_path / "toy" / "metrics.csv")))
+    con = [float(r["train_con"]) for r in rows]
+    assert con[-1] < 0.5 * con[0], con
+
+
+def test_solver_can_be_swapped_at_evaluation_and_nfe_is_counted(trained_zubov, digits):
+    x = digits.x_test[:50]
+    trained_zubov.reset_nfe()
+    with torch.no_grad():
+        base = trained_zubov(x)
+    assert trained_zubov.nfe == 40  # rk4, 10 steps, 4 evaluations each
+    with trained_zubov.using_solver("dopri5:1e-6"), torch.no_grad():
+        trained_zubov.reset_nfe()
+        adaptive = trained_zubov(x)
+        assert trained_zubov.solver.method == "dopri5" and trained_zubov.nfe > 0
+    assert trained_zubov.solver.method == "rk4"
+    assert (base.argmax(1) == adaptive.argmax(1)).float().mean() > 0.97
