@@ -57,7 +57,7 @@ BAD_INPUT = [
     (["train", "--model", "node", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["train", "--model", "node", "--config", "missing.yaml"], "config file not found"),
     (["train", "--model", "node", "--lr", "-0.1"], "--lr must be a positive number"),
-    (["train", "--model", "node", "--lr", "nan"], "--lr must be a positive number"),
+    (["train", "--model", "node", "--lr", "nan"], "lr=nan is not a valid float"),
     (["train", "--model", "node", "--epochs", "0"], "--epochs must be >= 1"),
     (["train", "--model", "node", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["train", "--model", "node", "--set", "d=abc"], "not a valid int"),
