@@ -30,11 +30,11 @@ def _integer(value: str | None, option: str, default: int) -> int:
 @click.option("--grad-solver", metavar="SPEC",
               help="Gradient views for gradient attacks: deployed, rk4:STEPS, bpda:STEPS (comma-separated). "
                    "Default for ODE models: deployed + an RK4 unroll agreeing on >= 99% of clean predictions.")
-@click.option("--out", default="results/eval", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="results/eval", show_default=True, metavar="DIR",
               help="Results folder (records.jsonl, records.csv, outcomes/).")
 @click.option("--force", is_flag=True, help="Recompute records that already exist.")
 @click.option("--shard", metavar="i/N", help="Evaluate only batch slice i of N (0 <= i < N); shards merge exactly.")
-@click.option("--transfer-from", type=click.Path(dir_okay=False), metavar="PATH",
+@click.option("--transfer-from", metavar="PATH",
               help="Source checkpoint for the transfer attack.")
 @DEVICE
 @DATA_ROOT

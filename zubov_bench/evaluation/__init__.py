@@ -1,9 +1,19 @@
-"""Evaluation: gradient views, the results store, worst case, sanity checks and `evaluate`."""
-from .runner import evaluate
-from .sanity import run_checks
-from .solver_view import GradientView, GradSolver, parse_grad_solvers
-from .store import ResultsStore
-from .worst_case import WORST_CASE
+"""Evaluation: gradient views, the results store, worst case, sanity checks and `evaluate`.
 
-__all__ = ["evaluate", "ResultsStore", "GradientView", "GradSolver", "parse_grad_solvers", "run_checks",
-           "WORST_CASE"]
+Names are imported lazily, so that reading a results store does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "evaluate": "runner", "ResultsStore": "store", "GradientView": "solver_view", "GradSolver": "solver_view",
+    "parse_grad_solvers": "solver_view", "run_checks": "sanity", "WORST_CASE": "worst_case",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -11,7 +11,7 @@ from ..data import load_dataset
 from ..errors import UserError
 from ..records import Record
 from .batch import predict_rows
-from .plan import batch_slices, test_subset
+from .plan import batch_slices, eval_subset
 from .solver_view import GradientView, GradSolver, UnrollChoice, choose_unroll
 
 
@@ -61,7 +61,7 @@ def load_context(path: str, n_samples: int, batch_size: int, device: torch.devic
         raise UserError(f"checkpoint {path} expects {spec.name} inputs {tuple(spec.input_shape)} with "
                         f"{spec.num_classes} classes, but the dataset has {tuple(data.spec.input_shape)} "
                         f"with {data.spec.num_classes}")
-    index = test_subset(len(data.x_test), n_samples)
+    index = eval_subset(len(data.x_test), n_samples)
     ctx = CheckpointContext(str(path), model, meta, device, index, data.x_test[index].to(device),
                             data.y_test[index].to(device), batch_size)
     ctx.clean_pred, ctx.clean_failed, ctx.clean_nfe = predictions(ctx, model)

@@ -109,7 +109,7 @@ def parse_shard(text) -> tuple[int, int] | None:
     return i, n
 
 
-def test_subset(n_test: int, n_samples: int) -> torch.Tensor:
+def eval_subset(n_test: int, n_samples: int) -> torch.Tensor:
     """Dataset indices of the evaluated subset: the first n of a fixed seeded permutation."""
     perm = torch.randperm(n_test, generator=torch.Generator().manual_seed(SUBSET_SEED))
     return perm[: min(n_samples, n_test)]

@@ -72,6 +72,7 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
         _validate_checkpoint(path, requests, eps, transfer_from)
     check_writable_target(out)
     store = ResultsStore(out)
+    store.tidy()
     ids: list[str] = []
     for path in paths:
         ctx = load_context(path, n_samples, batch_size, dev, data_root, download)

@@ -88,6 +88,22 @@ class ResultsStore:
             self._write_records(records)
             return True
 
+    def tidy(self) -> None:
+        """After a killed writer: drop its temporary files, regenerate a lagging records.csv.
+
+        Only files written under the lock are touched, so a live writer is never disturbed.
+        """
+        if not (self.root / RECORDS).is_file():
+            return
+        with self.locked():
+            for pattern in (f".{RECORDS}.*.tmp", f".{CSV}.*.tmp", "outcomes/.*.tmp"):
+                for stale in self.root.glob(pattern):
+                    stale.unlink(missing_ok=True)
+            expected = records_csv(self.all_records())
+            path = self.root / CSV
+            if not path.is_file() or path.read_text() != expected:
+                write_text(path, expected)
+
     def remove(self, record_ids) -> None:
         with self.locked():
             records = self.all_records()
