@@ -92,7 +92,8 @@ def test_fewer_classes_use_fewer_targets(digits):
     model = SmallMLP(num_classes=5).eval()
     x = digits.x_test[:8]
     y = model(x).argmax(1).detach()
-    x_adv = create_perturbation("autoattack", version="custom", attacks="apgd-t,fab-t")(model, x, y, 0.05, gen())
+    atk = create_perturbation("autoattack", version="custom", attacks="apgd-t,fab-t")
+    x_adv = atk(model, x, y, 0.05, gen())
     assert float(lp_distance(x_adv, x, "linf").max()) <= 0.05 + 1e-5
 
 

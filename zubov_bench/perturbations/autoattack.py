@@ -40,10 +40,6 @@ class AutoAttack(Attack):
                    "norm linf|l2")
     Params = AutoAttackParams
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.threat = self.params.norm
-
     def validate(self):
         p = self.params
         if p.version == "custom":
@@ -56,7 +52,8 @@ class AutoAttack(Attack):
                                    f"not {p.version}")
 
     def attacks_to_run(self) -> tuple[str, ...]:
-        return self.params.attacks if self.params.version == "custom" else VERSION_ATTACKS[self.params.version]
+        p = self.params
+        return p.attacks if p.version == "custom" else VERSION_ATTACKS[p.version]
 
     def applies_to(self, model):
         spec = find_attribute(model, "spec")

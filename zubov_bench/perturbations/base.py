@@ -30,7 +30,7 @@ class Perturbation:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    threat: ClassVar[str] = "noise"
+    threat: str = "noise"  # class default; attacks with a norm parameter set it per instance
     kind: ClassVar[str] = "noise"
     gradient_based: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
@@ -41,6 +41,9 @@ class Perturbation:
     def __init__(self, **params):
         self.params = build_params(self.Params, params, self.name)
         self.validate()
+        norm = getattr(self.params, "norm", None)
+        if norm is not None:  # attacks with a `norm` parameter take their threat from it
+            self.threat = norm
 
     def validate(self) -> None:
         """Check parameter values; raise UserError. Override where ranges matter."""
@@ -83,7 +86,7 @@ class Attack(Perturbation):
     kind: ClassVar[str] = "white-box"
     gradient_based: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
-    threat: ClassVar[str] = "linf"
+    threat: str = "linf"
 
     def perturb(self, model, x, y, severity, generator, index):
         x_adv = x.clone()

@@ -48,10 +48,6 @@ class LyapunovAttack(Attack):
     gradient_based = False  # the surrogate never calls the solver: one run is enough
     Params = LyapunovParams
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.threat = self.params.norm
-
     def validate(self):
         p = self.params
         require(bool(p.losses) and all(loss in ("ce", "dlr") for loss in p.losses),

@@ -14,7 +14,7 @@ class Noise(Perturbation):
     Without `index`, rows are numbered by their position in the batch.
     """
 
-    threat: ClassVar[str] = "noise"
+    threat: str = "noise"
     kind: ClassVar[str] = "noise"
     gradient_based: ClassVar[bool] = False
     iterative: ClassVar[bool] = False

@@ -19,7 +19,8 @@ def build_params(params_cls: type, values: dict[str, Any], owner: str):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = ", ".join(sorted(fields)) or "(none)"
-        raise UserError(f"unknown parameter(s) {', '.join(unknown)} for perturbation {owner!r}; valid: {valid}")
+        raise UserError(f"unknown parameter(s) {', '.join(unknown)} for perturbation {owner!r}; "
+                        f"valid: {valid}")
     hints = typing.get_type_hints(params_cls)
     typed = {k: coerce(v, hints[k], f"{owner}.{k}") for k, v in values.items()}
     return params_cls(**typed)

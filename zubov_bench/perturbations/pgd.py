@@ -35,12 +35,9 @@ def validate_pgd(p: PGDParams, owner: str) -> None:
 
 @register_perturbation("pgd")
 class PGD(Attack):
-    description = "PGD, L∞ or L2 (norm=), CE or DLR loss, 40 steps of 2.5·eps/steps, random start, restarts"
+    description = ("PGD, L∞ or L2 (norm=), CE or DLR loss, 40 steps of 2.5·eps/steps, "
+                   "random start, restarts")
     Params = PGDParams
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.threat = self.params.norm
 
     def validate(self):
         validate_pgd(self.params, self.name)

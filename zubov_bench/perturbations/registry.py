@@ -9,14 +9,11 @@ import pkgutil
 
 from ..registry import Registry
 
-_INFRASTRUCTURE = {"base", "params", "registry", "counter_rng"}
-
 
 def _load_all() -> None:
     package = importlib.import_module(__package__)
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"{__package__}.{module.name}")
+        importlib.import_module(f"{__package__}.{module.name}")
 
 
 PERTURBATIONS: Registry = Registry("perturbation", loader=_load_all)

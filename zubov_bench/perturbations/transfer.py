@@ -24,7 +24,6 @@ class Transfer(Attack):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.threat = self.params.norm
         self.source_model, meta = self._load_source(self.params.source)
         self.source_sha256 = meta["sha256"]
 
