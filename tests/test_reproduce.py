@@ -1,0 +1,239 @@
+"""`zubov-bench reproduce`: a tiny registered preset end to end, resume after a finished run,
+resume after interruptions in training and in evaluation, preset validation and the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from zubov_bench.cli import main
+from zubov_bench.errors import UserError
+from zubov_bench.evaluation import ResultsStore
+from zubov_bench.reproduce import PRESETS, load_preset, parse_preset, register_reproduce_preset, reproduce
+from zubov_bench.reproduce import evaluation as repro_eval
+from zubov_bench.reproduce import training as repro_train
+from zubov_bench.reproduce.evaluation import validate_groups
+from zubov_bench.reproduce.readme import reductions
+from zubov_bench.reproduce.training import plan_run, run_state
+
+TINY = {
+    "description": "two models, two cheap perturbations (+ transfer), 50 samples",
+    "datasets": ["digits"],
+    "models": ["node", "zubov"],
+    "seeds": [0],
+    "train": {"default": {"epochs": 1}, "zubov": {"epochs": 2}},
+    "eval": {"n_samples": 50, "batch_size": 25, "seed": 0, "transfer_source": "node",
+             "attacks": [{"attack": "gaussian", "eps": [0.1, 0.3]}, {"attack": "fgsm", "eps": [0.1]},
+                         {"attack": "transfer:steps=3", "eps": [0.1]}]},
+    "tradeoff": {"threat": "linf", "eps": 0.1},
+    "roa": {"dataset": "toy2d", "models": ["zubov"], "train": {"epochs": 1}, "resolution": 16,
+            "horizon": 2.0, "steps": 8},
+    "notes": ["a test preset"],
+}
+register_reproduce_preset("test-tiny", TINY, replace=True)
+QUIET = dict(progress=False, log=lambda message: None)
+
+
+def records_by_cell(out) -> dict[tuple, tuple]:
+    return {(r.model, r.perturbation, r.threat, r.severity, r.grad_solver, r.params.get("sanity")):
+            (r.checkpoint_sha256, r.n, r.clean_acc, r.robust_acc) for r in ResultsStore(out).records()}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro") / "tiny"
+    return out, reproduce("test-tiny", out, **QUIET)
+
+
+def test_end_to_end_writes_records_tables_figures_and_readme(tiny_run):
+    out, result = tiny_run
+    assert result.training == {"node-digits-s0": "trained", "zubov-digits-s0": "trained",
+                               "zubov-toy2d-s0": "trained"}
+    for name in ("results", "worst-case"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / "tables" / f"{name}.{ext}").stat().st_size > 100
+    latex = (out / "tables" / "results.tex").read_text()
+    assert "\\toprule" in latex and "\\bottomrule" in latex and "node" in latex and "zubov" in latex
+    for stem in ("severity-digits", "tradeoff-digits", "roa-zubov-toy2d-s0"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    records = ResultsStore(out).records()
+    assert {r.model for r in records} == {"node", "zubov"}
+    transfer = [r for r in records if r.perturbation == "transfer"]
+    assert [r.model for r in transfer] == ["zubov"]  # nothing transfers onto its own source
+    assert {r.severity for r in records if r.perturbation == "gaussian"} == {0.1, 0.3}
+    assert all(r.n == 50 for r in records if not r.params.get("sanity"))
+    assert any(r.perturbation == "worst-case" for r in records)
+
+
+def test_manifest_and_readme_describe_the_run(tiny_run):
+    out, result = tiny_run
+    manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    assert [e["name"] for e in manifest] == ["node-digits-s0", "zubov-digits-s0", "zubov-toy2d-s0"]
+    shas = {r.checkpoint_sha256 for r in ResultsStore(out).records()}
+    assert {e["sha256"] for e in manifest if e["dataset"] == "digits"} == shas
+    assert all(0 <= e["test_acc"] <= 1 and e["config"]["train"]["epochs"] == e["epochs"] for e in manifest)
+    readme = result.readme.read_text()
+    assert f"zubov-bench reproduce --preset test-tiny --out {out}" in readme
+    for needle in ("**Commit:**", "CPU cores", "torch ", "device: cpu", "**Wall time:**", "Load average",
+                   "50 test samples per record", "a test preset", "## Results", "roa-zubov-toy2d-s0.png"):
+        assert needle in readme, needle
+
+
+def test_second_invocation_retrains_and_reevaluates_nothing(tiny_run, monkeypatch):
+    out, _ = tiny_run
+    before = records_by_cell(out)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished preset must not train or evaluate again")
+
+    for module, name in ((repro_train, "train_run"), (repro_train, "resume_run"), (repro_eval, "evaluate")):
+        monkeypatch.setattr(module, name, forbidden)
+    again = reproduce("test-tiny", out, **QUIET)
+    assert set(again.training.values()) == {"skipped"} and again.groups_evaluated == 0
+    assert records_by_cell(out) == before
+    state = json.loads((out / "reproduce.json").read_text())
+    assert len(state["invocations"]) >= 2 and state["invocations"][-1]["finished"]
+
+
+def test_records_lost_from_the_store_are_evaluated_again(tiny_run, tmp_path):
+    """The state file only short-cuts evaluation while the store still holds the records."""
+    import shutil
+
+    out, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    store = ResultsStore(copy)
+    fgsm = [r.id for r in store.records() if r.perturbation == "fgsm" and r.model == "node"]
+    store.remove(fgsm)
+    result = reproduce("test-tiny", copy, **QUIET)
+    assert result.groups_evaluated == 1
+    assert {r.id for r in store.records()} >= set(fgsm)
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+def test_interrupted_training_and_evaluation_resume_to_the_same_records(tiny_run, tmp_path, monkeypatch):
+    from zubov_bench.evaluation import runner
+    from zubov_bench.training.trainer import Trainer
+
+    reference = records_by_cell(tiny_run[0])
+    out = tmp_path / "killed"
+    real_finish = Trainer._finish_epoch
+
+    def die_in_zubov_epoch_2(self):
+        if self.run_info["model"] == "zubov" and self.run_info["dataset"] == "digits" and self.progress.epoch == 1:
+            raise SimulatedKill("killed during training")
+        real_finish(self)
+
+    monkeypatch.setattr(Trainer, "_finish_epoch", die_in_zubov_epoch_2)
+    with pytest.raises(SimulatedKill):
+        reproduce("test-tiny", out, **QUIET)
+    assert (out / "checkpoints" / "zubov-digits-s0" / "last.pt").is_file()
+    assert not (out / "checkpoints" / "zubov-digits-s0" / "model.pt").exists()
+    monkeypatch.setattr(Trainer, "_finish_epoch", real_finish)
+
+    calls = []
+    real_batch = runner.run_batch
+
+    def die_after_three_batches(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise SimulatedKill("killed during evaluation")
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_batch", die_after_three_batches)
+    with pytest.raises(SimulatedKill):
+        reproduce("test-tiny", out, **QUIET)
+    monkeypatch.setattr(runner, "run_batch", real_batch)
+
+    final = reproduce("test-tiny", out, **QUIET)
+    assert final.training["node-digits-s0"] == "skipped"
+    assert records_by_cell(out) == reference
+    state = json.loads((out / "reproduce.json").read_text())
+    assert [i["finished"] for i in state["invocations"]] == [False, False, True]
+
+
+def test_a_run_folder_with_another_config_is_never_reused(tmp_path):
+    first = plan_run("node", "digits", 0, {"epochs": 1}, {}, tmp_path)
+    repro_train.write_json(first.run_dir / repro_train.PLAN_FILE, repro_train._plain(first.resolved))
+    (first.run_dir / "config.yaml").write_text(yaml.safe_dump({"model": "node"}))
+    assert run_state(first) == "fresh"  # planned, nothing trained yet
+    changed = plan_run("node", "digits", 0, {"epochs": 2}, {}, tmp_path)
+    with pytest.raises(UserError, match="different config.*train.epochs"):
+        run_state(changed)
+
+
+def test_budgets_layer_default_dataset_model_and_model_at_dataset():
+    preset = parse_preset("layers", {"train": {"default": {"epochs": 1, "lr": 0.1}, "@digits": {"epochs": 2},
+                                               "zubov": {"epochs": 3}, "zubov@mnist": {"epochs": 4}}})
+    assert preset.train_overrides("node", "digits") == {"epochs": 2, "lr": 0.1}
+    assert preset.train_overrides("zubov", "digits") == {"epochs": 3, "lr": 0.1}
+    assert preset.train_overrides("zubov", "mnist") == {"epochs": 4, "lr": 0.1}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"bogus": 1}, "unknown key"),
+    ({"eval": {"n_samples": 0}}, "n_samples"),
+    ({"eval": {"attacks": []}}, "non-empty"),
+    ({"eval": {"attacks": [{"attack": "fgsm", "eps": [-0.1]}]}}, "> 0"),
+    ({"seeds": ["a"]}, "seeds"),
+    ({"tradeoff": {"threat": "noise"}}, "tradeoff"),
+    ({"train": {"default": 3}}, "train must map"),
+])
+def test_bad_presets_are_one_clear_error(data, message):
+    with pytest.raises(UserError, match=message):
+        parse_preset("bad", data)
+
+
+def test_bad_attack_fails_before_anything_is_written(tmp_path):
+    register_reproduce_preset("test-bad-attack", {**TINY, "eval": {"attacks": ["pgd:stepz=3"]}}, replace=True)
+    with pytest.raises(UserError, match="stepz"):
+        reproduce("test-bad-attack", tmp_path / "out", **QUIET)
+    assert not (tmp_path / "out").exists()
+
+
+def test_builtin_presets_are_valid_and_quick_says_what_it_reduced():
+    assert {"quick", "fashion-mnist", "paper"} <= set(PRESETS.names())
+    for name in ("quick", "fashion-mnist", "paper"):
+        validate_groups(PRESETS.get(name).eval)
+    quick = PRESETS.get("quick")
+    assert quick.models is None and quick.datasets == ["digits"] and quick.roa.dataset == "toy2d"
+    runs = [plan_run("node", "digits", 0, quick.train_overrides("node", "digits"), {}, __import__("pathlib").Path("x"))]
+    text = "\n".join(reductions(quick, runs, {"digits": {"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0)}}))
+    assert "version = custom (full protocol: standard)" in text and "full protocol: >= 1000" in text
+    assert "node 8 (preset 20)" in text or "training epochs" in text
+    full = PRESETS.get("fashion-mnist")
+    assert full.eval.n_samples >= 1000 and "all" in full.eval.groups[0].attacks
+
+
+def test_preset_from_a_yaml_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"mine": {"datasets": ["digits"], "models": ["node"],
+                                             "eval": {"attacks": ["fgsm"]}}}))
+    preset = load_preset(str(path))
+    assert preset.name == "mine" and preset.models == ["node"]
+    with pytest.raises(UserError, match="not found"):
+        load_preset(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no preset given"),
+    (["--preset", "quik"], "did you mean 'quick'"),
+    (["--preset", "quick", "--models", "nod"], "did you mean 'node'"),
+])
+def test_cli_bad_input_is_one_line(args, message, tmp_path):
+    result = CliRunner().invoke(main, ["reproduce", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_lists_presets():
+    result = CliRunner().invoke(main, ["reproduce", "--list"])
+    assert result.exit_code == 0 and "quick" in result.output and "fashion-mnist" in result.output

@@ -1,0 +1,39 @@
+"""`zubov-bench reproduce`."""
+from __future__ import annotations
+
+import click
+
+from ..errors import UserError
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
+
+
+@click.command("reproduce")
+@click.option("--preset", "-p", metavar="NAME|FILE.yaml",
+              help="quick (digits, < 10 min on a CPU), fashion-mnist (CPU, hours), paper (GPU), a preset "
+                   "registered from Python, or a YAML file with the same keys.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default results/PRESET).")
+@click.option("--models", metavar="A,B", help="Only these models (default: the preset's, usually every "
+                                              "registered model).")
+@click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
+@DEVICE
+@DATA_ROOT
+@DOWNLOAD
+@PROGRESS
+def command(preset, out, models, list_presets, device, data_root, download, progress):
+    """Train every model, evaluate the perturbation grid, write tables, figures and a README.
+
+    Run it again to resume: finished training runs and records are skipped, interrupted ones
+    continue from their last checkpoint or batch. Checkpoints go to OUT/checkpoints/.
+    """
+    from ..reproduce import PRESETS, reproduce
+
+    if list_presets:
+        for name, p in PRESETS.items():
+            click.echo(f"{name:<16} {p.description}")
+        return
+    if not preset:
+        raise UserError("no preset given: pass --preset NAME (see `zubov-bench reproduce --list`)")
+    result = reproduce(preset, out, models=models, device=device, data_root=data_root, download=download,
+                       progress=progress, log=lambda message: click.echo(message, err=True))
+    click.echo(f"{result.out}: {len(result.tables)} tables, {len(result.figures)} figure files, "
+               f"README {result.readme} ({result.wall_seconds:.0f} s)")

@@ -1,0 +1,47 @@
+"""The report phase of `reproduce`: tables and figures from the results store, RoA figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import write_text
+from ..reports import build_tables, load_records, plot_results, render, write_roa_figure
+from ..reports.plots import attack_severities
+
+TABLES = "tables"
+FIGURES = "figures"
+TABLE_FORMATS = (("md", "md"), ("latex", "tex"), ("csv", "csv"))
+TABLE_STEMS = {False: "results", True: "worst-case"}
+
+
+def write_tables(out: Path) -> list[Path]:
+    """results.{md,tex,csv} (every perturbation) and worst-case.{md,tex,csv} (per threat and ε)."""
+    records = load_records(out)
+    written = []
+    for worst_case, stem in TABLE_STEMS.items():
+        tables = build_tables(records, None, (), worst_case)
+        for fmt, ext in TABLE_FORMATS:
+            path = out / TABLES / f"{stem}.{ext}"
+            write_text(path, render(tables, fmt))
+            written.append(path)
+    return written
+
+
+def write_figures(out: Path, threat: str, eps: float | None) -> list[Path]:
+    """Severity and trade-off figures per dataset; the trade-off ε falls back to the grid's middle."""
+    records = load_records(out)
+    grid = attack_severities(records, threat)
+    if not grid:
+        raise UserError(f"no {threat} attack records in {out}: cannot draw the trade-off figure")
+    chosen = eps if eps is not None and any(abs(s - eps) < 1e-9 for s in grid) else None
+    return plot_results(records, out / FIGURES, chosen, threat)
+
+
+def roa_files(out: Path, run_name: str) -> list[Path]:
+    return [out / FIGURES / f"roa-{run_name}.{ext}" for ext in ("png", "pdf", "json")]
+
+
+def write_roa(out: Path, checkpoint: Path, roa, data_root=None, download=False):
+    """roa-<run>.{png,pdf,json}; returns (paths, RoAResult)."""
+    return write_roa_figure(checkpoint, out / FIGURES, int(roa.resolution), float(roa.horizon), int(roa.steps),
+                            data_root, download)

@@ -1,0 +1,210 @@
+"""`reproduce(preset)`: train every model, evaluate the preset's attacks, write tables, figures
+and a README into one folder. Every phase skips or resumes what an earlier invocation finished."""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..data import DATASETS, load_dataset
+from ..errors import UserError
+from ..io import ensure_writable_dir
+from ..models import MODELS
+from ..training.trainer import resolve_device
+from .evaluation import evaluate_run, validate_groups
+from .outputs import roa_files, write_figures, write_roa, write_tables
+from .preset import Preset, load_preset
+from .readme import write_readme
+from .state import RunState
+from .training import RunPlan, ensure_trained, manifest_entry, plan_run, write_manifest
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class ReproduceResult:
+    out: Path
+    readme: Path
+    tables: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    training: dict[str, str] = field(default_factory=dict)  # run name -> trained | resumed | skipped
+    groups_evaluated: int = 0  # evaluate() calls that ran in this invocation
+    wall_seconds: float = 0.0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_out(preset: Preset) -> Path:
+    return Path("results") / preset.name
+
+
+def resolve_models(preset: Preset, models) -> list[str]:
+    """--models a,b, else the preset's list, else every registered model (looked up now)."""
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+        if not models:
+            raise UserError("--models is empty")
+    names = list(models or preset.models or MODELS.names())
+    for name in names:
+        MODELS.get(name)  # a UserError with a suggestion for unknown names
+    return list(dict.fromkeys(names))
+
+
+def equivalent_command(preset: str, out: Path, models, device: str, data_root, download: bool) -> str:
+    argv = ["zubov-bench", "reproduce", "--preset", preset, "--out", str(out)]
+    if models:
+        argv += ["--models", models if isinstance(models, str) else ",".join(models)]
+    if device != "auto":
+        argv += ["--device", device]
+    if data_root:
+        argv += ["--data-root", str(data_root)]
+    if download:
+        argv.append("--download")
+    return shlex.join(argv)
+
+
+def plan_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]:
+    """Every (dataset, seed, model) run; the transfer source is trained even when not evaluated."""
+    source = preset.eval.transfer_source
+    runs = []
+    for dataset in preset.datasets:
+        for seed in preset.seeds:
+            extra = [source] if source and source not in names else []
+            for model in extra + names:
+                role = "evaluated" if model in names else "transfer source only"
+                if model == source and model in names:
+                    role = "evaluated; transfer source"
+                runs.append(plan_run(model, dataset, seed, preset.train_overrides(model, dataset),
+                                     preset.model_overrides(model, dataset), root, model in names, role))
+    return runs
+
+
+def plan_roa_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]:
+    roa = preset.roa
+    if roa is None:
+        return []
+    return [plan_run(m, roa.dataset, preset.seeds[0], roa.train, roa.model_config, root, False, "RoA figure")
+            for m in roa.models if m in names]
+
+
+class Reproduction:
+    """One invocation of a preset; `run()` does the phases in order."""
+
+    def __init__(self, preset: Preset, out: Path, names: list[str], command: str, *, device: str,
+                 data_root, download: bool, progress: bool, log: Callable[[str], None]):
+        self.preset, self.out, self.names, self.log = preset, out, names, log
+        self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
+        self.ckpt_root = out / CHECKPOINTS
+        self.runs = plan_runs(preset, names, self.ckpt_root)
+        self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
+        self.state = RunState(out, preset.name, command)
+        self.result = ReproduceResult(out, out / "README.md")
+        self.summaries: dict[str, dict] = {}
+        self.roa_lines: list[str] = []
+
+    @property
+    def _common(self) -> dict:
+        return dict(device=self.device, data_root=self.data_root, download=self.download, progress=self.progress)
+
+    def _timed(self, phase: str, fn):
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.state.add_phase_time(phase, time.perf_counter() - start)
+            self.state.save()
+
+    def train_all(self) -> None:
+        todo = self.runs + self.roa_runs
+        for i, run in enumerate(todo, 1):
+            what, summary = self._timed("train", lambda: ensure_trained(run, log=self.log, **self._common))
+            self.summaries[run.name] = summary
+            self.result.training[run.name] = what
+            self.log(f"[train {i}/{len(todo)}] {run.name}: {what} (test acc {summary['test_acc']:.4f})")
+            write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
+                                            for r in todo if r.name in self.summaries])
+
+    def _source(self, run: RunPlan) -> tuple[str, str] | None:
+        name = self.preset.eval.transfer_source
+        match = [r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)]
+        return (str(match[0].checkpoint), self.summaries[match[0].name]["sha256"]) if match else None
+
+    def evaluate_all(self) -> None:
+        todo = [r for r in self.runs if r.evaluate]
+        for i, run in enumerate(todo, 1):
+            ran = self._timed("eval", lambda: evaluate_run(
+                run, self.summaries[run.name]["sha256"], self.preset.eval, self._source(run), self.out,
+                self.state, log=self.log, **self._common))
+            self.result.groups_evaluated += ran
+            self.log(f"[eval {i}/{len(todo)}] {run.name}: " +
+                     (f"{ran} attack group(s) evaluated" if ran else "finished earlier, skipped"))
+
+    def roa_figures(self) -> None:
+        for run in self.roa_runs:
+            sha = self.summaries[run.name]["sha256"]
+            files = roa_files(self.out, run.name)
+            if not self.state.figure_done(run.name, sha, files):
+                roa = self.preset.roa
+                _, result = self._timed("roa", lambda: write_roa(self.out, run.checkpoint, roa, self.data_root,
+                                                                 self.download))
+                self.state.mark_figure(run.name, sha)
+                self.log(f"[roa] {run.name}: PRoA-RoA IoU mean {result.mean_iou:.3f}")
+            self.result.figures += files
+            self.roa_lines.append(f"* `{files[0].relative_to(self.out)}`: {run.model} on {run.dataset} — learned "
+                                  "vector field, PRoA level sets, true RoAs, IoU in the title (+ .pdf, .json)")
+
+    def reports(self) -> None:
+        def work():
+            self.result.tables = write_tables(self.out)
+            tradeoff = self.preset.tradeoff
+            self.result.figures = write_figures(self.out, tradeoff["threat"], tradeoff.get("eps")) + self.result.figures
+        self._timed("reports", work)
+        self.log(f"[reports] {len(self.result.tables)} tables, {len(self.result.figures)} figure files")
+
+    def readme(self) -> None:
+        grids = {}
+        for dataset in self.preset.datasets:
+            spec = load_dataset(dataset, self.data_root, self.download).spec
+            grids[dataset] = {"linf": tuple(spec.eps_linf), "l2": tuple(spec.eps_l2)}
+        self.state.finish()
+        manifest = [manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in self.runs + self.roa_runs]
+        write_readme(self.result.readme, preset=self.preset, out=self.out, command=self.state.current["command"],
+                     device=resolve_device(self.device), state=self.state, manifest=manifest,
+                     runs=[r for r in self.runs if r.evaluate], dataset_grids=grids,
+                     figures=self.result.figures, roa_lines=self.roa_lines)
+        self.result.wall_seconds = self.state.current["wall_seconds"]
+
+    def run(self) -> ReproduceResult:
+        self.state.save()
+        self.train_all()
+        self.evaluate_all()
+        self.roa_figures()
+        self.reports()
+        self.readme()
+        return self.result
+
+
+def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
+              data_root=None, download: bool = False, progress: bool = True,
+              log: Callable[[str], None] = _stderr) -> ReproduceResult:
+    """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md."""
+    preset_arg = preset if isinstance(preset, str) else preset.name
+    preset = load_preset(preset) if isinstance(preset, str) else preset
+    out = Path(out) if out is not None else default_out(preset)
+    names = resolve_models(preset, models)
+    for helper in [preset.eval.transfer_source] + (preset.roa.models if preset.roa else []):
+        if helper:
+            MODELS.get(helper)
+    for dataset in preset.datasets + ([preset.roa.dataset] if preset.roa else []):
+        DATASETS.get(dataset)
+    validate_groups(preset.eval)
+    resolve_device(device)
+    ensure_writable_dir(out)
+    command = equivalent_command(preset_arg, out, models, device, data_root, download)
+    return Reproduction(preset, out, names, command, device=device, data_root=data_root, download=download,
+                        progress=progress, log=log).run()

@@ -1,0 +1,219 @@
+"""Reproduce presets: plain data (YAML), validated into a `Preset`.
+
+The built-in presets live in `presets.yaml` next to this file. Users add their own with
+`register_reproduce_preset(name, mapping)` or pass a YAML file to `--preset FILE.yaml`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+from ..registry import Registry
+
+BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
+TOP_KEYS = {"description", "datasets", "models", "seeds", "train", "model_config", "eval", "tradeoff",
+            "roa", "notes", "expected_time"}
+EVAL_KEYS = {"n_samples", "batch_size", "seed", "grad_solver", "attacks", "transfer_source"}
+ROA_KEYS = {"dataset", "models", "train", "model_config", "resolution", "horizon", "steps"}
+
+
+@dataclass(frozen=True)
+class AttackGroup:
+    """Attack specs (as for `zubov-bench eval --attack`) evaluated at one severity grid."""
+
+    attacks: tuple[str, ...]
+    eps: tuple[float, ...] | None = None  # None: the dataset's grid (noises keep their own)
+
+
+@dataclass
+class EvalPlan:
+    n_samples: int = 500
+    batch_size: int = 250
+    seed: int = 0
+    grad_solver: str | None = None  # None: deployed + an RK4 unroll for ODE models
+    groups: list[AttackGroup] = field(default_factory=lambda: [AttackGroup(("all",))])
+    transfer_source: str | None = "node"  # model whose checkpoint (same dataset, seed) is replayed
+
+
+@dataclass
+class RoAPlan:
+    dataset: str = "toy2d"
+    models: list[str] = field(default_factory=lambda: ["zubov"])
+    train: dict = field(default_factory=dict)
+    model_config: dict = field(default_factory=dict)
+    resolution: int = 200
+    horizon: float = 20.0
+    steps: int = 400
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str = ""
+    datasets: list[str] = field(default_factory=lambda: ["digits"])
+    models: list[str] | None = None  # None: every registered model, looked up at run time
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict = field(default_factory=dict)  # budget key -> train overrides (see budget_keys)
+    model_config: dict = field(default_factory=dict)  # budget key -> model config overrides
+    eval: EvalPlan = field(default_factory=EvalPlan)
+    tradeoff: dict = field(default_factory=lambda: {"threat": "linf", "eps": None})
+    roa: RoAPlan | None = None
+    notes: list[str] = field(default_factory=list)
+    expected_time: str = ""
+    source: dict = field(default_factory=dict)  # the mapping it was built from
+
+    def train_overrides(self, model: str, dataset: str) -> dict:
+        return _layered(self.train, model, dataset)
+
+    def model_overrides(self, model: str, dataset: str) -> dict:
+        return _layered(self.model_config, model, dataset)
+
+
+def budget_keys(model: str, dataset: str) -> list[str]:
+    """Override keys, weakest first: default < @dataset < model < model@dataset."""
+    return ["default", f"@{dataset}", model, f"{model}@{dataset}"]
+
+
+def _layered(table: dict, model: str, dataset: str) -> dict:
+    out: dict = {}
+    for key in budget_keys(model, dataset):
+        out.update(table.get(key) or {})
+    return out
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"reproduce preset {name!r}: {message}")
+
+
+def _check_keys(name: str, where: str, data: dict, allowed: set) -> None:
+    _require(isinstance(data, dict), name, f"{where} must be a mapping")
+    unknown = sorted(set(data) - allowed)
+    _require(not unknown, name, f"unknown key(s) {', '.join(unknown)} in {where}; "
+                                f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _int_list(name: str, key: str, value) -> list[int]:
+    items = value if isinstance(value, list) else [value]
+    _require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items) and items,
+             name, f"{key} must be a non-empty list of integers >= 0")
+    return list(items)
+
+
+def _str_list(name: str, key: str, value) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    _require(all(isinstance(v, str) and v for v in items) and items, name, f"{key} must be a list of names")
+    return list(items)
+
+
+def _overrides(name: str, key: str, value) -> dict:
+    value = value or {}
+    _require(isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()), name,
+             f"{key} must map 'default', 'MODEL', '@DATASET' or 'MODEL@DATASET' to a mapping")
+    return copy.deepcopy(value)
+
+
+def _attack_groups(name: str, items) -> list[AttackGroup]:
+    """A list of attack specs; an item may be {attack: SPEC, eps: [..]} for its own grid."""
+    _require(isinstance(items, list) and items, name, "eval.attacks must be a non-empty list")
+    grids: dict[tuple | None, list[str]] = {}
+    for item in items:
+        if isinstance(item, dict):
+            _check_keys(name, "an eval.attacks item", item, {"attack", "eps"})
+            spec, eps = item.get("attack"), item.get("eps")
+        else:
+            spec, eps = item, None
+        _require(isinstance(spec, str) and spec.strip(), name, f"bad attack item {item!r}")
+        if eps is not None:
+            eps = tuple(float(e) for e in (eps if isinstance(eps, list) else [eps]))
+            _require(all(e > 0 for e in eps), name, f"eps of {spec} must be > 0")
+        grids.setdefault(eps, []).append(spec.strip())
+    return [AttackGroup(tuple(specs), eps) for eps, specs in grids.items()]
+
+
+def _eval_plan(name: str, data: dict) -> EvalPlan:
+    _check_keys(name, "eval", data, EVAL_KEYS)
+    plan = EvalPlan()
+    for key in ("n_samples", "batch_size", "seed"):
+        if key in data:
+            value, low = data[key], 0 if key == "seed" else 1
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                     name, f"eval.{key} must be an integer >= {low}")
+            setattr(plan, key, value)
+    plan.grad_solver = data.get("grad_solver")
+    plan.transfer_source = data.get("transfer_source", plan.transfer_source)
+    if "attacks" in data:
+        plan.groups = _attack_groups(name, data["attacks"])
+    return plan
+
+
+def _roa_plan(name: str, data) -> RoAPlan | None:
+    if data is None:
+        return None
+    _check_keys(name, "roa", data, ROA_KEYS)
+    plan = RoAPlan(**{k: copy.deepcopy(v) for k, v in data.items()})
+    plan.models = _str_list(name, "roa.models", plan.models)
+    _require(int(plan.resolution) >= 10 and int(plan.steps) >= 1 and float(plan.horizon) > 0, name,
+             "roa needs resolution >= 10, steps >= 1 and horizon > 0")
+    return plan
+
+
+def parse_preset(name: str, data: dict) -> Preset:
+    """Validate a preset mapping (as in presets.yaml) into a Preset; UserError on any mistake."""
+    _check_keys(name, "the preset", data, TOP_KEYS)
+    models = data.get("models", "all")
+    tradeoff = {"threat": "linf", "eps": None, **(data.get("tradeoff") or {})}
+    _require(tradeoff["threat"] in ("linf", "l2"), name, "tradeoff.threat must be linf or l2")
+    return Preset(
+        name=name,
+        description=str(data.get("description", "")),
+        datasets=_str_list(name, "datasets", data.get("datasets", ["digits"])),
+        models=None if models == "all" else _str_list(name, "models", models),
+        seeds=_int_list(name, "seeds", data.get("seeds", [0])),
+        train=_overrides(name, "train", data.get("train")),
+        model_config=_overrides(name, "model_config", data.get("model_config")),
+        eval=_eval_plan(name, data.get("eval") or {}),
+        tradeoff=tradeoff,
+        roa=_roa_plan(name, data.get("roa")),
+        notes=[str(n) for n in data.get("notes") or []],
+        expected_time=str(data.get("expected_time", "")),
+        source=copy.deepcopy(data),
+    )
+
+
+def _load_builtin() -> None:
+    for name, data in (yaml.safe_load(BUILTIN_FILE.read_text()) or {}).items():
+        PRESETS.register(name, parse_preset(name, data))
+
+
+PRESETS: Registry = Registry("reproduce preset", loader=_load_builtin)
+
+
+def register_reproduce_preset(name: str, data: dict, *, replace: bool = False) -> Preset:
+    """Add a preset from a mapping with the keys of presets.yaml; returns the parsed Preset."""
+    preset = parse_preset(name, data)
+    PRESETS.register(name, preset, replace=replace)
+    return preset
+
+
+def load_preset(name_or_file: str) -> Preset:
+    """A registered preset by name, or the single preset in a YAML file (`--preset my.yaml`)."""
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"preset file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"cannot parse preset file {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict) or not data:
+            raise UserError(f"preset file {path} must hold a mapping")
+        if TOP_KEYS.isdisjoint(data) and len(data) == 1:  # {name: {...}}
+            (name, data), = data.items()
+            return parse_preset(str(name), data)
+        return parse_preset(path.stem, data)
+    return PRESETS.get(name_or_file)

@@ -1,0 +1,174 @@
+"""`<out>/README.md`: the exact command, the machine, the wall time, the commit, what was
+reduced versus the full protocol (docs: EVALUATION.md), and the main table."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..io import write_text
+from ..perturbations import PERTURBATIONS
+from ..presets import resolve_preset
+from .preset import Preset
+
+FULL_N_SAMPLES = 1000  # the protocol's minimum subset (the paper preset uses whole test sets)
+IGNORED_PARAMS = {"source"}  # a path, not a budget
+
+
+def git_state(cwd: Path) -> tuple[str | None, bool]:
+    """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None, False
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return head.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def machine(device: torch.device) -> list[str]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    return [f"{platform.platform()}, Python {platform.python_version()}",
+            f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads",
+            f"device: {device} ({name}); zubov-bench {__version__}"]
+
+
+def _attack_reductions(spec: str, eps, dataset_grid: dict) -> list[str]:
+    """Parameters of one attack spec that differ from the perturbation's defaults, and a
+    severity grid narrower than the dataset's."""
+    from ..evaluation.plan import _parse_params
+    from ..perturbations.params import build_params, params_to_dict
+
+    name, _, arg = spec.partition(":")
+    if name == "all":
+        return []
+    cls = PERTURBATIONS.get(name)
+    given = {k: v for k, v in _parse_params(arg, spec).items() if k not in IGNORED_PARAMS}
+    default = params_to_dict(build_params(cls.Params, {}, name))
+    chosen = params_to_dict(build_params(cls.Params, given, name))
+    out = [f"`{spec}`: {key} = {_text(chosen[key])} (full protocol: {_text(default[key]) or 'its default'})"
+           for key in given if str(chosen[key]) != str(default[key])]
+    grid = dataset_grid.get(threat_of(name, given))
+    if eps is not None and grid and tuple(eps) != tuple(grid):
+        out.append(f"`{spec}` only at {', '.join(f'{e:g}' for e in eps)} "
+                   f"(dataset grid: {', '.join(f'{e:g}' for e in grid)})")
+    return out
+
+
+def threat_of(name: str, params: dict) -> str:
+    """The threat of an attack spec; transfer is not instantiated (it would load its source)."""
+    from ..perturbations import create_perturbation
+
+    if name == "transfer":
+        return str(params.get("norm", "linf"))
+    return create_perturbation(name, **params).threat
+
+
+def severities(spec: str, eps, grids: dict[str, dict]) -> str:
+    """The severities `evaluate` uses for one attack spec (an explicit noise takes `eps` too)."""
+    from ..evaluation.plan import _parse_params
+
+    name, _, arg = spec.partition(":")
+    if name == "all":
+        return "every registered perturbation at its own grid"
+    cls = PERTURBATIONS.get(name)
+    threat = threat_of(name, _parse_params(arg, spec))
+    if eps or threat == "noise":
+        return f"{threat}: " + ", ".join(f"{v:g}" for v in eps or cls.noise_grid)
+    per_dataset = {ds: ", ".join(f"{v:.4g}" for v in grid.get(threat, ())) for ds, grid in grids.items()}
+    if len(set(per_dataset.values())) == 1:
+        return f"{threat}: " + next(iter(per_dataset.values()))
+    return f"{threat}: " + "; ".join(f"{ds} {values}" for ds, values in per_dataset.items())
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str]:
+    """What this preset runs below the full protocol, derived from its data."""
+    plan = preset.eval
+    lines = []
+    if plan.n_samples < FULL_N_SAMPLES:
+        lines.append(f"{plan.n_samples} test samples per record (full protocol: >= {FULL_N_SAMPLES})")
+    named = {spec.partition(":")[0] for g in plan.groups for spec in g.attacks}
+    if "all" not in named:
+        missing = sorted(set(PERTURBATIONS.names()) - named)
+        if missing:
+            lines.append(f"not run: {', '.join(missing)}")
+    grid = next(iter(dataset_grids.values()), {})
+    for group in plan.groups:
+        for spec in group.attacks:
+            lines += _attack_reductions(spec, group.eps, grid)
+    if plan.grad_solver:
+        lines.append(f"gradients only through {plan.grad_solver} (full protocol: deployed + an RK4 unroll)")
+    shorter = []
+    for run in runs:
+        full = resolve_preset(run.model, run.dataset)["train"]["epochs"]
+        if int(run.resolved["train"]["epochs"]) < int(full):
+            shorter.append(f"{run.model} {run.resolved['train']['epochs']} (preset {full})")
+    if shorter:
+        lines.append("training epochs below the dataset presets: " + ", ".join(shorter))
+    return lines + list(preset.notes)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def render_readme(*, preset: Preset, out: Path, command: str, device: torch.device, state, manifest: list[dict],
+                  runs, dataset_grids: dict, figures: list[Path], roa_lines: list[str]) -> str:
+    commit, dirty = git_state(Path(__file__).parent)
+    current = state.current
+    finished = [i for i in state.invocations if i.get("finished")]
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in current["phases"].items())
+    load = lambda key: ", ".join(map(str, current.get(key) or [])) or "n/a"  # noqa: E731
+    plan = preset.eval
+    lines = [f"# Reproduce preset `{preset.name}`", "", preset.description, "",
+             "Generated by `zubov-bench reproduce`; do not edit by hand.", "", "## Run", "",
+             f"* **Command:** `{command}`",
+             f"* **Commit:** `{commit or 'unknown (not a git checkout)'}`" + (" (with uncommitted changes)" if dirty else ""),
+             *[f"* **Machine:** {line}" if i == 0 else f"  {line}" for i, line in enumerate(machine(device))],
+             f"* **Wall time:** {current['wall_seconds']:.0f} s for the last invocation ({phases}); "
+             f"{state.total_wall_seconds:.0f} s over all {len(state.invocations)} invocation(s), "
+             f"{len(finished)} of which ran to the end",
+             f"* **Load average** (1, 5, 15 min) at start: {load('load_start')}; at end: {load('load_end')}"]
+    if preset.expected_time:
+        lines.append(f"* **Expected time:** {preset.expected_time}")
+    lines += ["", "## What ran", "",
+              f"Evaluation: {plan.n_samples} test samples (a fixed permutation), batch {plan.batch_size}, "
+              f"seed {plan.seed}, gradients through {plan.grad_solver or 'the deployed solver and an RK4 unroll'}"
+              f"; transfer source: {plan.transfer_source or 'none'}.", "",
+              *_table(["attack", "severities"], [[f"`{s}`", severities(s, g.eps, dataset_grids)]
+                                                   for g in plan.groups for s in g.attacks]), "",
+              *_table(["checkpoint", "epochs", "test acc", "sha256", "role"],
+                      [[e["path"], e["epochs"], f"{e['test_acc']:.4f}", e["sha256"][:12], e["role"]]
+                       for e in manifest]),
+              "", "## Reduced versus the full protocol", ""]
+    lines += [f"* {line}" for line in reductions(preset, runs, dataset_grids)] or ["* nothing"]
+    lines += ["", "## Outputs", "",
+              "* `records.jsonl`, `records.csv`, `outcomes/`: the results store (`zubov-bench table/plot --results "
+              f"{out}` re-read it)",
+              "* `tables/results.{md,tex,csv}`: every perturbation at every severity; "
+              "`tables/worst-case.{md,tex,csv}`: the worst case beside each attack",
+              "* `checkpoints/manifest.json`: name, model, dataset, config, sha256 and test accuracy per checkpoint",
+              *[f"* `{p.relative_to(out)}` (+ .pdf)" for p in figures
+                if p.suffix == ".png" and not p.name.startswith("roa-")], *roa_lines]
+    table = out / "tables" / "results.md"
+    if table.is_file():
+        lines += ["", "## Results", "", table.read_text().rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, **kwargs) -> Path:
+    write_text(path, render_readme(**kwargs))
+    return path
