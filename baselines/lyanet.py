@@ -1,0 +1,119 @@
+"""`lyanet`: Lyapunov-loss training with the classifier as potential (Rodriguez et al., ICML 2022).
+
+The state is the logit vector h in R^K, started at h(0) = 0; the output is h(T). The dynamics are
+conditioned on the input: A(x), an affine map of the stem's features, is computed once per image and
+held fixed during the solve. Training needs no solve: with V(h; y) = CE(h, y), the loss is
+mean over S states h sampled uniformly in a ball of ReLU(V_dot + kappa V), V_dot = grad_h V . f by JVP.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import jvp
+
+from zubov_bench.data.base import DataSpec
+from zubov_bench.models import ODEConfig, ODEModel, register_model
+from zubov_bench.models.layers import activation, make_stem
+from zubov_bench.presets import register_preset
+
+
+@dataclass
+class LyaNetConfig(ODEConfig):
+    kappa: float = 2.0  # exponential decay rate demanded of V
+    state_samples: int = 64  # S states per image
+    state_radius: float = 10.0  # states drawn uniformly in the ball |h| <= radius
+    dropout: float = 0.1  # in the field; off at evaluation
+    field_act: str = "relu"
+
+
+class ConditionedField(nn.Module):
+    """f(h; x) = MLP(W_h h + A(x)); A(x) must be set with `conditioned` before use."""
+
+    def __init__(self, k: int, d: int, hidden: int, act: str, dropout: float):
+        super().__init__()
+        self.context_map = nn.Linear(d, hidden)  # features -> A(x)
+        self.state_map = nn.Linear(k, hidden, bias=False)
+        self.body = nn.Sequential(activation(act), nn.Dropout(dropout), nn.Linear(hidden, hidden),
+                                  activation(act), nn.Dropout(dropout), nn.Linear(hidden, k))
+        self.context: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def conditioned(self, features: torch.Tensor):
+        """Hold A(x) fixed for every field evaluation inside the block."""
+        old, self.context = self.context, self.context_map(features)
+        try:
+            yield self
+        finally:
+            self.context = old
+
+    def forward(self, t, h):
+        if self.context is None:
+            raise RuntimeError("lyanet field used without an input: wrap the call in `conditioned`")
+        ctx = self.context
+        while ctx.dim() < h.dim():  # (N, hidden) against sampled states (N, S, K)
+            ctx = ctx.unsqueeze(-2)
+        return self.body(self.state_map(h) + ctx)
+
+
+def sample_ball(n: int, s: int, k: int, radius: float, device=None) -> torch.Tensor:
+    """(n, s, k) points uniform in the k-ball of the given radius."""
+    direction = F.normalize(torch.randn(n, s, k, device=device), dim=-1)
+    r = radius * torch.rand(n, s, 1, device=device) ** (1.0 / k)
+    return r * direction
+
+
+@register_model("lyanet")
+class LyaNet(ODEModel):
+    """Logit-space ODE from h(0)=0 conditioned on x; trained by the Lyapunov hinge, no solve."""
+
+    Config = LyaNetConfig
+    description = "LyaNet (Rodriguez et al. 2022): logit-state ODE, V=CE(h,y), hinge on V_dot+kappa*V, no solve in training"
+
+    def __init__(self, spec: DataSpec, cfg: LyaNetConfig):
+        field = ConditionedField(spec.num_classes, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout)
+        super().__init__(spec, cfg, field)
+        self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
+
+    @property
+    def field(self) -> ConditionedField:
+        return self.odefunc.field
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x)
+        h0 = feats.new_zeros(len(feats), self.spec.num_classes)
+        with self.field.conditioned(feats):
+            return self.solve(h0)
+
+    # --- the Lyapunov loss --------------------------------------------------------------
+    def decay_hinge(self, v: torch.Tensor, v_dot: torch.Tensor) -> torch.Tensor:
+        """Pointwise violation of the decay condition V_dot <= -kappa V."""
+        return F.relu(v_dot + self.cfg.kappa * v)
+
+    def decay_violation(self, h: torch.Tensor, y: torch.Tensor, field_fn) -> torch.Tensor:
+        """ReLU(V_dot + decay) at states h (N, S, K) for labels y (N,), V_dot by one JVP."""
+        labels = y[:, None].expand(h.shape[:-1])
+
+        def potential(states):
+            return F.cross_entropy(states.flatten(0, 1), labels.flatten(), reduction="none")
+
+        v, v_dot = jvp(potential, (h,), (field_fn(h),))
+        return self.decay_hinge(v, v_dot).reshape(h.shape[:-1])
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.cfg
+        feats = self.features(self.augment(x))
+        h = sample_ball(len(x), cfg.state_samples, self.spec.num_classes, cfg.state_radius, x.device)
+        with self.field.conditioned(feats):
+            hinge = self.decay_violation(h, y, lambda states: self.field(None, states))
+        loss = hinge.mean()
+        return loss, {"lyap": float(loss.detach()), "violated": float((hinge > 0).float().mean())}
+
+
+
