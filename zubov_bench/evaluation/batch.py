@@ -78,9 +78,11 @@ def run_batch(perturbation, view, model, severity: float, seed: int, x, y, index
 
     def attack(sub):
         dev = sub.to(x.device)
-        torch.manual_seed(seed)  # for library code that draws from the global RNG
-        generator = torch.Generator().manual_seed(seed)
-        x_adv = perturbation(view, xr[dev], yr[dev], severity, generator, ir[sub])
+        cuda = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)  # library code that draws from the global RNG repeats exactly
+            generator = torch.Generator().manual_seed(seed)
+            x_adv = perturbation(view, xr[dev], yr[dev], severity, generator, ir[sub])
         check_threat_model(perturbation, xr[dev], x_adv, severity)
         return x_adv.cpu()
 

@@ -149,7 +149,17 @@ def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -
             jobs += [Job(perturbation, float(severity), view, ctx.n) for view in views]
     if any(job.perturbation.threat != "noise" for job in jobs):
         jobs += _large_eps_jobs(ctx)
-    return jobs
+    return sorted(jobs, key=_cost_rank)  # cheap records first: early results, early sanity
+
+
+def _cost_rank(job: Job) -> int:
+    p = job.perturbation
+    if p.kind == "noise":
+        return 0
+    if not p.iterative:
+        return 1
+    return {"white-box": 2, "transfer": 3, "adaptive": 4, "black-box": 5}.get(p.kind, 6) + \
+        (2 if p.name == "autoattack" else 0)
 
 
 def _large_eps_jobs(ctx: CheckpointContext) -> list[Job]:

@@ -214,7 +214,8 @@ def record_from_outcomes(record: Record, outcomes: dict[str, np.ndarray], wall_t
     """Fill n, accuracies, failures and mean NFE from per-example arrays."""
     n = len(outcomes["index"])
     nfe = outcomes.get("nfe")
-    mean_nfe = float(np.mean(nfe)) if nfe is not None and n and np.isfinite(nfe).all() else float("nan")
+    nfe = nfe[np.isfinite(nfe)] if nfe is not None else np.zeros(0)  # NaN: no ODE, or a failed solve
+    mean_nfe = float(nfe.mean()) if len(nfe) else float("nan")
     failed = outcomes.get("failed")
     return dataclasses.replace(
         record, n=n,
