@@ -158,6 +158,15 @@ def test_interrupted_training_and_evaluation_resume_to_the_same_records(tiny_run
     assert [i["finished"] for i in state["invocations"]] == [False, False, True]
 
 
+def test_two_worker_processes_give_the_same_records(tiny_run, tmp_path):
+    """--jobs 2: training runs and checkpoint evaluations in spawned workers, bookkeeping here."""
+    out = tmp_path / "parallel"
+    result = reproduce("test-tiny", out, jobs=2, **QUIET)
+    assert set(result.training.values()) == {"trained"} and result.groups_evaluated == 4  # 2 eps groups x 2 checkpoints
+    assert records_by_cell(out) == records_by_cell(tiny_run[0])
+    assert "2 worker process(es)" in result.readme.read_text()
+
+
 def test_a_run_folder_with_another_config_is_never_reused(tmp_path):
     first = plan_run("node", "digits", 0, {"epochs": 1}, {}, tmp_path)
     repro_train.write_json(first.run_dir / repro_train.PLAN_FILE, repro_train._plain(first.resolved))

@@ -14,12 +14,18 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default results/PRESET).")
 @click.option("--models", metavar="A,B", help="Only these models (default: the preset's, usually every "
                                               "registered model).")
+@click.option("--threads", type=int, metavar="N",
+              help="torch CPU threads (default: the preset's; quick uses 1, since its tiny models gain "
+                   "little from more and several threaded processes on a shared CPU thrash).")
+@click.option("--jobs", "-j", type=int, metavar="N",
+              help="Worker processes for training runs and checkpoint evaluations (default: the preset's; "
+                   "quick uses 2).")
 @click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
-def command(preset, out, models, list_presets, device, data_root, download, progress):
+def command(preset, out, models, threads, jobs, list_presets, device, data_root, download, progress):
     """Train every model, evaluate the perturbation grid, write tables, figures and a README.
 
     Run it again to resume: finished training runs and records are skipped, interrupted ones
@@ -34,6 +40,6 @@ def command(preset, out, models, list_presets, device, data_root, download, prog
     if not preset:
         raise UserError("no preset given: pass --preset NAME (see `zubov-bench reproduce --list`)")
     result = reproduce(preset, out, models=models, device=device, data_root=data_root, download=download,
-                       progress=progress, log=lambda message: click.echo(message, err=True))
+                       progress=progress, threads=threads, jobs=jobs, log=lambda message: click.echo(message, err=True))
     click.echo(f"{result.out}: {len(result.tables)} tables, {len(result.figures)} figure files, "
                f"README {result.readme} ({result.wall_seconds:.0f} s)")

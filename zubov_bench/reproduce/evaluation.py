@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UserError
-from ..evaluation import ResultsStore, evaluate
+from ..evaluation import evaluate
 from ..evaluation.plan import parse_attacks
 from ..perturbations import create_perturbation
 from .preset import AttackGroup, EvalPlan
@@ -48,27 +49,43 @@ def _group_key(run: RunPlan, sha: str, attacks: list[str], group: AttackGroup, p
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def evaluate_run(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str] | None, out, state: RunState,
-                 *, device="auto", data_root=None, download=False, progress=True,
-                 log: Callable[[str], None] = print) -> int:
-    """Evaluate one checkpoint group by group; returns how many groups actually ran.
+@dataclass
+class EvalCall:
+    """One `evaluate` call: a checkpoint and one attack group. Plain data, so a worker process can run it."""
 
-    `source` is (checkpoint path, sha256) of the transfer source, or None.
+    key: str  # remembered in the state file once the call finished
+    run: str  # run name
+    kwargs: dict
+
+
+def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str] | None, out,
+                  state: RunState, stored_ids: set[str], **common) -> list[EvalCall]:
+    """The evaluate calls of one checkpoint that have not finished yet.
+
+    `source` is (checkpoint path, sha256) of the transfer source, or None; `common` holds
+    device, data_root, download and progress.
     """
     is_source = source is not None and source[1] == sha
-    ran = 0
+    transfer_from = None if is_source or source is None else source[0]
+    calls = []
     for group in plan.groups:
         attacks = group_attacks(group, is_source)
         if not attacks:
             continue
-        key = _group_key(run, sha, attacks, group, plan, None if is_source or source is None else source[1])
-        if state.evaluated(key, ResultsStore(out).ids()):
+        key = _group_key(run, sha, attacks, group, plan, None if transfer_from is None else source[1])
+        if state.evaluated(key, stored_ids):
             continue
-        records = evaluate(
-            [str(run.checkpoint)], attacks=attacks, eps=group.eps, n_samples=plan.n_samples,
-            batch_size=plan.batch_size, seed=plan.seed, device=device, grad_solver=plan.grad_solver,
-            out=str(out), transfer_from=None if is_source or source is None else source[0],
-            data_root=data_root, download=download, progress=progress, log=log)
-        state.mark_evaluated(key, run.name, [r.id for r in records])
-        ran += 1
-    return ran
+        calls.append(EvalCall(key, run.name, dict(
+            checkpoints=[str(run.checkpoint)], attacks=attacks, eps=group.eps, n_samples=plan.n_samples,
+            batch_size=plan.batch_size, seed=plan.seed, grad_solver=plan.grad_solver, out=str(out),
+            transfer_from=transfer_from, **common)))
+    return calls
+
+
+def run_calls(calls: list[EvalCall], log: Callable[[str], None] | None = None) -> list[tuple[str, list[str]]]:
+    """Run one checkpoint's evaluate calls in order; returns (key, record ids) per call."""
+    done = []
+    for call in calls:
+        records = evaluate(**call.kwargs, **({"log": log} if log else {}))
+        done.append((call.key, [r.id for r in records]))
+    return done

@@ -6,16 +6,21 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..data import DATASETS, load_dataset
 from ..errors import UserError
+from ..evaluation import ResultsStore
 from ..io import ensure_writable_dir
 from ..models import MODELS
 from ..training.trainer import resolve_device
-from .evaluation import evaluate_run, validate_groups
+from .evaluation import pending_calls, run_calls, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
+from .parallel import UnitRunner
 from .preset import Preset, load_preset
 from .readme import write_readme
 from .state import RunState
@@ -55,8 +60,13 @@ def resolve_models(preset: Preset, models) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def equivalent_command(preset: str, out: Path, models, device: str, data_root, download: bool) -> str:
+def equivalent_command(preset: str, out: Path, models, device: str, data_root, download: bool,
+                       threads: int | None, jobs: int | None) -> str:
     argv = ["zubov-bench", "reproduce", "--preset", preset, "--out", str(out)]
+    if jobs:
+        argv += ["--jobs", str(jobs)]
+    if threads:
+        argv += ["--threads", str(threads)]
     if models:
         argv += ["--models", models if isinstance(models, str) else ",".join(models)]
     if device != "auto":
@@ -92,12 +102,18 @@ def plan_roa_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]
             for m in roa.models if m in names]
 
 
+def train_unit(run: RunPlan, common: dict, log: Callable[[str], None] = _stderr) -> tuple[str, dict]:
+    """One training run (top level, so that a worker process can run it)."""
+    return ensure_trained(run, log=log, **common)
+
+
 class Reproduction:
     """One invocation of a preset; `run()` does the phases in order."""
 
     def __init__(self, preset: Preset, out: Path, names: list[str], command: str, *, device: str,
-                 data_root, download: bool, progress: bool, log: Callable[[str], None]):
+                 data_root, download: bool, progress: bool, log: Callable[[str], None], jobs: int = 1):
         self.preset, self.out, self.names, self.log = preset, out, names, log
+        self.units = UnitRunner(jobs, torch.get_num_threads())
         self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
         self.ckpt_root = out / CHECKPOINTS
         self.runs = plan_runs(preset, names, self.ckpt_root)
@@ -121,28 +137,51 @@ class Reproduction:
 
     def train_all(self) -> None:
         todo = self.runs + self.roa_runs
-        for i, run in enumerate(todo, 1):
-            what, summary = self._timed("train", lambda: ensure_trained(run, log=self.log, **self._common))
+        source = self.preset.eval.transfer_source
+        todo.sort(key=lambda r: r.model != source)  # the transfer source first (stable sort)
+
+        def done(run: RunPlan, result) -> None:
+            what, summary = result
             self.summaries[run.name] = summary
             self.result.training[run.name] = what
-            self.log(f"[train {i}/{len(todo)}] {run.name}: {what} (test acc {summary['test_acc']:.4f})")
+            self.log(f"[train {len(self.summaries)}/{len(todo)}] {run.name}: {what} "
+                     f"(test acc {summary['test_acc']:.4f})")
             write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
                                             for r in todo if r.name in self.summaries])
+            self.state.save()
+
+        self._timed("train", lambda: self.units.run(partial(train_unit, common=self._common), todo, done,
+                                                      self.log))
 
     def _source(self, run: RunPlan) -> tuple[str, str] | None:
         name = self.preset.eval.transfer_source
         match = [r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)]
         return (str(match[0].checkpoint), self.summaries[match[0].name]["sha256"]) if match else None
 
+    def _cost(self, run: RunPlan) -> float:
+        """Seconds per training epoch: a proxy for how slow the model is to attack."""
+        summary = self.summaries[run.name]
+        return float(summary.get("train_seconds") or 0.0) / max(int(summary.get("epochs") or 1), 1)
+
     def evaluate_all(self) -> None:
-        todo = [r for r in self.runs if r.evaluate]
-        for i, run in enumerate(todo, 1):
-            ran = self._timed("eval", lambda: evaluate_run(
-                run, self.summaries[run.name]["sha256"], self.preset.eval, self._source(run), self.out,
-                self.state, log=self.log, **self._common))
-            self.result.groups_evaluated += ran
-            self.log(f"[eval {i}/{len(todo)}] {run.name}: " +
-                     (f"{ran} attack group(s) evaluated" if ran else "finished earlier, skipped"))
+        runs = sorted((r for r in self.runs if r.evaluate), key=self._cost, reverse=True)  # slowest first
+        stored = ResultsStore(self.out).ids()
+        todo = []
+        for run in runs:
+            calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, self._source(run),
+                                  self.out, self.state, stored, **self._common)
+            if calls:
+                todo.append(calls)
+            else:
+                self.log(f"[eval] {run.name}: finished earlier, skipped")
+
+        def done(calls, results) -> None:
+            for key, ids in results:
+                self.state.mark_evaluated(key, calls[0].run, ids)
+            self.result.groups_evaluated += len(results)
+            self.log(f"[eval] {calls[0].run}: {len(results)} attack group(s) evaluated")
+
+        self._timed("eval", lambda: self.units.run(run_calls, todo, done, self.log))
 
     def roa_figures(self) -> None:
         for run in self.roa_runs:
@@ -174,15 +213,20 @@ class Reproduction:
         self.state.finish()
         manifest = [manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in self.runs + self.roa_runs]
         write_readme(self.result.readme, preset=self.preset, out=self.out, command=self.state.current["command"],
-                     device=resolve_device(self.device), state=self.state, manifest=manifest,
+                     device=resolve_device(self.device), jobs=self.units.jobs, state=self.state, manifest=manifest,
                      runs=[r for r in self.runs if r.evaluate], dataset_grids=grids,
                      figures=self.result.figures, roa_lines=self.roa_lines)
         self.result.wall_seconds = self.state.current["wall_seconds"]
 
     def run(self) -> ReproduceResult:
         self.state.save()
-        self.train_all()
-        self.evaluate_all()
+        try:
+            self.train_all()
+            self.evaluate_all()
+        except BaseException:
+            self.units.close(cancel=True)
+            raise
+        self.units.close()
         self.roa_figures()
         self.reports()
         self.readme()
@@ -190,7 +234,8 @@ class Reproduction:
 
 
 def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
-              data_root=None, download: bool = False, progress: bool = True,
+              data_root=None, download: bool = False, progress: bool = True, threads: int | None = None,
+              jobs: int | None = None,
               log: Callable[[str], None] = _stderr) -> ReproduceResult:
     """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md."""
     preset_arg = preset if isinstance(preset, str) else preset.name
@@ -204,7 +249,15 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
         DATASETS.get(dataset)
     validate_groups(preset.eval)
     resolve_device(device)
+    for option, value in (("--threads", threads), ("--jobs", jobs)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be >= 1, got {value}")
     ensure_writable_dir(out)
-    command = equivalent_command(preset_arg, out, models, device, data_root, download)
-    return Reproduction(preset, out, names, command, device=device, data_root=data_root, download=download,
-                        progress=progress, log=log).run()
+    command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or preset.threads or previous)
+    try:
+        return Reproduction(preset, out, names, command, device=device, data_root=data_root,
+                            download=download, progress=progress, log=log, jobs=jobs or preset.jobs).run()
+    finally:
+        torch.set_num_threads(previous)

@@ -16,7 +16,7 @@ from ..registry import Registry
 
 BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
 TOP_KEYS = {"description", "datasets", "models", "seeds", "train", "model_config", "eval", "tradeoff",
-            "roa", "notes", "expected_time"}
+            "roa", "notes", "expected_time", "threads", "jobs"}
 EVAL_KEYS = {"n_samples", "batch_size", "seed", "grad_solver", "attacks", "transfer_source"}
 ROA_KEYS = {"dataset", "models", "train", "model_config", "resolution", "horizon", "steps"}
 
@@ -64,6 +64,8 @@ class Preset:
     roa: RoAPlan | None = None
     notes: list[str] = field(default_factory=list)
     expected_time: str = ""
+    threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    jobs: int = 1  # worker processes for training runs and checkpoint evaluations
     source: dict = field(default_factory=dict)  # the mapping it was built from
 
     def train_overrides(self, model: str, dataset: str) -> dict:
@@ -168,6 +170,10 @@ def parse_preset(name: str, data: dict) -> Preset:
     models = data.get("models", "all")
     tradeoff = {"threat": "linf", "eps": None, **(data.get("tradeoff") or {})}
     _require(tradeoff["threat"] in ("linf", "l2"), name, "tradeoff.threat must be linf or l2")
+    threads, jobs = data.get("threads"), data.get("jobs", 1)
+    for key, value in (("threads", threads), ("jobs", jobs)):
+        _require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
+                 name, f"{key} must be an integer >= 1")
     return Preset(
         name=name,
         description=str(data.get("description", "")),
@@ -181,6 +187,8 @@ def parse_preset(name: str, data: dict) -> Preset:
         roa=_roa_plan(name, data.get("roa")),
         notes=[str(n) for n in data.get("notes") or []],
         expected_time=str(data.get("expected_time", "")),
+        threads=threads,
+        jobs=jobs,
         source=copy.deepcopy(data),
     )
 
