@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import register_model
+from zubov_bench.presets import register_preset
 
 from .lyanet import LyaNet, LyaNetConfig
 
@@ -50,3 +51,6 @@ class FxTS(LyaNet):
         cfg = self.cfg
         v = v.clamp_min(cfg.v_floor)
         return F.relu(v_dot + cfg.fx_alpha * v.pow(cfg.fx_p) + cfg.fx_beta * v.pow(cfg.fx_q))
+
+
+register_preset("fxts", "digits", {"train": {"epochs": 30}})

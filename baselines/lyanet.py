@@ -26,7 +26,7 @@ class LyaNetConfig(ODEConfig):
     kappa: float = 2.0  # exponential decay rate demanded of V
     state_samples: int = 64  # S states per image
     state_radius: float = 10.0  # states drawn uniformly in the ball |h| <= radius
-    dropout: float = 0.1  # in the field; off at evaluation
+    dropout: float = 0.3  # in the field; off at evaluation (0.1 gave 90% on digits, 0.3 gave 93-94%)
     field_act: str = "relu"
 
 
@@ -116,4 +116,4 @@ class LyaNet(ODEModel):
         return loss, {"lyap": float(loss.detach()), "violated": float((hinge > 0).float().mean())}
 
 
-
+register_preset("lyanet", "digits", {"train": {"epochs": 30}})

@@ -29,7 +29,8 @@ from zubov_bench.presets import register_preset
 
 @dataclass
 class StableConfig(ODEConfig):
-    alpha: float = 1.0  # guaranteed decay rate: V_dot <= -alpha V
+    alpha: float = 0.3  # guaranteed decay rate V_dot <= -alpha V (alpha = 1 contracts so hard early on that
+    # CE training on digits stalled at 75%; 0.1 and 0.3 both reach 97%)
     r: float = 3.0  # e_k = r * v_k
     lyap_layers: int = 2
     lyap_width: int = 64  # Zubov-Net uses 128; 64 halves the cost of grad V in every field call
@@ -123,4 +124,4 @@ class StableNODE(ODEModel):
 
 
 register_preset("stable", "*", {"train": {"grad_clip": 1.0}})
-register_preset("stable", "digits", {"train": {"epochs": 10}})
+register_preset("stable", "digits", {"train": {"epochs": 8}})

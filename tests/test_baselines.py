@@ -15,7 +15,7 @@ from zubov_bench.models import create_model, list_models
 from zubov_bench.models.layers import pairwise_cosines
 from zubov_bench.presets import resolve_preset
 
-BASELINES = ["tisode", "sodef", "lyanet", "stable", "fxts"]
+BASELINES = ["tisode", "sodef", "lyanet", "stable", "fxts", "node-conv"]
 
 
 def _batch(digits, n=32):
@@ -299,3 +299,14 @@ def test_stable_field_is_differentiable_for_training_and_attacks(digits):
     with torch.no_grad():
         assert model(digits.x_train[:8]).shape == (8, digits.spec.num_classes)
         assert model.initial_state_logits(digits.x_train[:8]).shape == (8, digits.spec.num_classes)
+
+
+# --- node-conv ---------------------------------------------------------------------------------
+def test_node_conv_state_is_a_64_channel_map_with_a_time_dependent_field(digits):
+    torch.manual_seed(0)
+    model = create_model("node-conv", digits.spec)
+    with torch.no_grad():
+        z0 = model.features(digits.x_train[:4])
+        assert z0.shape == (4, 64, 4, 4)
+        assert model.solve(z0).shape == z0.shape
+        assert not torch.allclose(model.odefunc(0.0, z0), model.odefunc(1.0, z0))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 FIXTURE = Path(__file__).parent / "plugin_fixture" / "zb_demo_plugin.py"
 CLI = str(Path(sys.executable).parent / "zubov-bench")
@@ -55,6 +56,8 @@ def test_entry_point_model_is_listed_trained_loaded_and_evaluated(plugin_env, tm
     run([CLI, "train", "--model", "demo-ode", "--dataset", "digits", "--epochs", "2",
          "--out", str(run_dir), "--no-progress"], plugin_env, tmp_path)
     assert (run_dir / "model.pt").is_file()
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["train"]["lr"] == 5e-3  # the plugin's own register_preset recipe was applied
 
     check = (
         "import json, sys\n"

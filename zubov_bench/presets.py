@@ -44,7 +44,15 @@ def register_preset(model: str, dataset: str, overrides: dict) -> None:
     MODEL_PRESETS[(model, dataset)] = overrides
 
 
+def _import_model_presets() -> None:
+    """Baselines and entry-point plugins call register_preset when imported: import them first."""
+    from .models.registry import MODELS
+
+    MODELS.names()
+
+
 def resolve_preset(model: str, dataset: str) -> dict:
+    _import_model_presets()
     out = {"train": dict(TRAIN_DEFAULTS), "model": {}}
     _merge(out, copy.deepcopy(DATASET_PRESETS.get(dataset, {})))
     for key in ((model, "*"), (model, dataset)):
