@@ -29,8 +29,8 @@ def _checkpoint_block(records: list[Record]) -> str:
              f"n={first.n}  clean {first.clean_acc:.1%}  seed {first.seed}"]
     for title, rows in _blocks(records):
         lines += _table(title, rows)
-    lines.append("robust accuracy in %; '!' marks a failed sanity check; worst-case = per-example minimum "
-                 "over every attack and gradient solver at that eps")
+    lines += ["", "robust accuracy in %; '!' marks a failed sanity check; worst-case = per-example minimum "
+                 "over every attack and gradient solver at that eps"]
     return "\n".join(lines)
 
 
