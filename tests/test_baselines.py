@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchdiffeq
-from torch import nn
 
 from zubov_bench.checkpoint import load_checkpoint, save_checkpoint
 from zubov_bench.errors import UserError
