@@ -27,6 +27,15 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def class_decorator(self, name: str, name_attr: str):
+        """Register a class under `name` and record the name on the class as `name_attr`."""
+
+        def add(cls):
+            setattr(cls, name_attr, name)
+            return self.register(name, cls)
+
+        return add
+
     def _ensure_loaded(self) -> None:
         if not self._loaded and self._loader is not None:
             self._loaded = True

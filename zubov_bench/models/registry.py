@@ -35,12 +35,7 @@ MODELS: Registry = Registry("model", loader=_load_all)
 
 def register_model(name: str):
     """Class decorator: register a BenchModel subclass under `name`."""
-
-    def add(cls):
-        cls.registry_name = name
-        return MODELS.register(name, cls)
-
-    return add
+    return MODELS.class_decorator(name, "registry_name")
 
 
 def create_model(name: str, spec: DataSpec, **cfg):

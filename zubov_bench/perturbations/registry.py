@@ -21,12 +21,7 @@ PERTURBATIONS: Registry = Registry("perturbation", loader=_load_all)
 
 def register_perturbation(name: str):
     """Class decorator: register a Perturbation subclass under `name`."""
-
-    def add(cls):
-        cls.name = name
-        return PERTURBATIONS.register(name, cls)
-
-    return add
+    return PERTURBATIONS.class_decorator(name, "name")
 
 
 def create_perturbation(name: str, **params):
