@@ -246,3 +246,38 @@ def test_cli_bad_input_is_one_line(args, message, tmp_path):
 def test_cli_lists_presets():
     result = CliRunner().invoke(main, ["reproduce", "--list"])
     assert result.exit_code == 0 and "quick" in result.output and "fashion-mnist" in result.output
+
+
+def test_excluded_models_are_left_out_and_named_in_the_readme():
+    from zubov_bench.models import MODELS
+    from zubov_bench.reproduce.pipeline import resolve_models
+
+    preset = parse_preset("excl", {"exclude": {"sodef": "too slow for this test"}})
+    names = resolve_models(preset, None)
+    assert "sodef" not in names and set(names) == set(MODELS.names()) - {"sodef"}
+    assert resolve_models(preset, "sodef,node") == ["sodef", "node"]  # --models wins
+    runs = [plan_run(m, "digits", 0, {}, {}, __import__("pathlib").Path("x")) for m in names]
+    assert any("`sodef` left out: too slow for this test" in line for line in reductions(preset, runs, {}))
+
+
+def _record(arg, log=None):
+    return arg
+
+
+def test_scheduler_runs_ready_tasks_by_priority_and_adds_new_ones():
+    from zubov_bench.reproduce.parallel import Scheduler, Task
+
+    order = []
+
+    def done(task, result):
+        order.append(result)
+        if result == "train-b":  # a finished task may add work that waits on another task
+            return [Task("eval-b", _record, "eval-b", priority=10, after=("train-a",))]
+        return []
+
+    tasks = [Task("train-a", _record, "train-a", priority=1), Task("train-b", _record, "train-b", priority=5),
+             Task("late", _record, "late", priority=0)]
+    Scheduler(1, 1, print).run(tasks, done)
+    assert order == ["train-b", "train-a", "eval-b", "late"]
+    with pytest.raises(RuntimeError, match="never ran"):
+        Scheduler(1, 1, print).run([Task("x", _record, "x", after=("missing",))], done)

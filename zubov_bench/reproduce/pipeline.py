@@ -20,11 +20,11 @@ from ..models import MODELS
 from ..training.trainer import resolve_device
 from .evaluation import pending_calls, run_calls, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
-from .parallel import UnitRunner
+from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
 from .readme import write_readme
 from .state import RunState
-from .training import RunPlan, ensure_trained, manifest_entry, plan_run, write_manifest
+from .training import RunPlan, ensure_trained, manifest_entry, plan_run, run_state, write_manifest
 
 CHECKPOINTS = "checkpoints"
 
@@ -49,12 +49,13 @@ def default_out(preset: Preset) -> Path:
 
 
 def resolve_models(preset: Preset, models) -> list[str]:
-    """--models a,b, else the preset's list, else every registered model (looked up now)."""
+    """--models a,b, else the preset's list, else every registered model (looked up now) except
+    the ones the preset excludes."""
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
         if not models:
             raise UserError("--models is empty")
-    names = list(models or preset.models or MODELS.names())
+    names = list(models or preset.models or [m for m in MODELS.names() if m not in preset.exclude])
     for name in names:
         MODELS.get(name)  # a UserError with a suggestion for unknown names
     return list(dict.fromkeys(names))
@@ -103,24 +104,36 @@ def plan_roa_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]
 
 
 def train_unit(run: RunPlan, common: dict, log: Callable[[str], None] = _stderr) -> tuple[str, dict]:
-    """One training run (top level, so that a worker process can run it)."""
+    """One training run (module level, so that a worker process can run it)."""
     return ensure_trained(run, log=log, **common)
 
 
+def roa_unit(arg: tuple, log: Callable[[str], None] = _stderr) -> float:
+    """One region-of-attraction figure; returns the mean PRoA-RoA IoU."""
+    out, checkpoint, roa, data_root, download = arg
+    return write_roa(out, checkpoint, roa, data_root, download)[1].mean_iou
+
+
+# Among ready tasks: the transfer source first (every other evaluation waits for it), then the
+# other training runs, then evaluations (slowest model first), then the RoA runs and figures.
+PRIORITY_SOURCE, PRIORITY_TRAIN, PRIORITY_EVAL, PRIORITY_ROA = 3e6, 2e6, 1e6, 0.0
+
+
 class Reproduction:
-    """One invocation of a preset; `run()` does the phases in order."""
+    """One invocation of a preset: train, evaluate and draw as a task graph, then report."""
 
     def __init__(self, preset: Preset, out: Path, names: list[str], command: str, *, device: str,
                  data_root, download: bool, progress: bool, log: Callable[[str], None], jobs: int = 1):
         self.preset, self.out, self.names, self.log = preset, out, names, log
-        self.units = UnitRunner(jobs, torch.get_num_threads())
         self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
+        self.scheduler = Scheduler(jobs, torch.get_num_threads(), log)
         self.ckpt_root = out / CHECKPOINTS
         self.runs = plan_runs(preset, names, self.ckpt_root)
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
         self.state = RunState(out, preset.name, command)
         self.result = ReproduceResult(out, out / "README.md")
         self.summaries: dict[str, dict] = {}
+        self.eval_planned: set[str] = set()
         self.roa_lines: list[str] = []
 
     @property
@@ -135,68 +148,90 @@ class Reproduction:
             self.state.add_phase_time(phase, time.perf_counter() - start)
             self.state.save()
 
-    def train_all(self) -> None:
-        todo = self.runs + self.roa_runs
+    # --- the task graph ----------------------------------------------------------------
+    def initial_tasks(self) -> list[Task]:
+        """Training tasks; finished runs are read here at once (which also checks every folder)."""
         source = self.preset.eval.transfer_source
-        todo.sort(key=lambda r: r.model != source)  # the transfer source first (stable sort)
+        train = partial(train_unit, common=self._common)
+        tasks = []
+        for run in self.runs + self.roa_runs:
+            if run_state(run) == "done":
+                tasks += self._trained(run, ensure_trained(run, log=self.log, **self._common))
+            else:
+                priority = PRIORITY_ROA if run in self.roa_runs else \
+                    PRIORITY_SOURCE if run.model == source else PRIORITY_TRAIN
+                tasks.append(Task(f"train:{run.name}", train, run, priority))
+        return tasks
 
-        def done(run: RunPlan, result) -> None:
-            what, summary = result
-            self.summaries[run.name] = summary
-            self.result.training[run.name] = what
-            self.log(f"[train {len(self.summaries)}/{len(todo)}] {run.name}: {what} "
-                     f"(test acc {summary['test_acc']:.4f})")
-            write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
-                                            for r in todo if r.name in self.summaries])
-            self.state.save()
+    def on_done(self, task: Task, result) -> list[Task]:
+        handler = {"train": self._trained, "eval": self._evaluated, "roa": self._drawn}[task.name.partition(":")[0]]
+        new = handler(task.arg, result)
+        self.state.save()
+        return new
 
-        self._timed("train", lambda: self.units.run(partial(train_unit, common=self._common), todo, done,
-                                                      self.log))
+    def _trained(self, run: RunPlan, result) -> list[Task]:
+        what, summary = result
+        self.summaries[run.name] = summary
+        self.result.training[run.name] = what
+        everything = self.runs + self.roa_runs
+        self.log(f"[train {len(self.summaries)}/{len(everything)}] {run.name}: {what} "
+                 f"(test acc {summary['test_acc']:.4f})")
+        write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
+                                        for r in everything if r.name in self.summaries])
+        return self._roa_tasks(run) if run in self.roa_runs else self._eval_tasks()
 
-    def _source(self, run: RunPlan) -> tuple[str, str] | None:
+    def _source_run(self, run: RunPlan) -> RunPlan | None:
         name = self.preset.eval.transfer_source
-        match = [r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)]
-        return (str(match[0].checkpoint), self.summaries[match[0].name]["sha256"]) if match else None
+        return next((r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)), None)
 
     def _cost(self, run: RunPlan) -> float:
         """Seconds per training epoch: a proxy for how slow the model is to attack."""
         summary = self.summaries[run.name]
         return float(summary.get("train_seconds") or 0.0) / max(int(summary.get("epochs") or 1), 1)
 
-    def evaluate_all(self) -> None:
-        runs = sorted((r for r in self.runs if r.evaluate), key=self._cost, reverse=True)  # slowest first
-        stored = ResultsStore(self.out).ids()
-        todo = []
-        for run in runs:
-            calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, self._source(run),
+    def _eval_tasks(self) -> list[Task]:
+        """Evaluations whose checkpoint and transfer source both exist by now."""
+        tasks, stored = [], None
+        for run in self.runs:
+            source = self._source_run(run)
+            if not run.evaluate or run.name in self.eval_planned or run.name not in self.summaries or \
+                    (source is not None and source.name not in self.summaries):
+                continue
+            self.eval_planned.add(run.name)
+            stored = ResultsStore(self.out).ids() if stored is None else stored
+            source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
+            calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
                                   self.out, self.state, stored, **self._common)
             if calls:
-                todo.append(calls)
+                tasks.append(Task(f"eval:{run.name}", run_calls, calls, PRIORITY_EVAL + self._cost(run)))
             else:
                 self.log(f"[eval] {run.name}: finished earlier, skipped")
+        return tasks
 
-        def done(calls, results) -> None:
-            for key, ids in results:
-                self.state.mark_evaluated(key, calls[0].run, ids)
-            self.result.groups_evaluated += len(results)
-            self.log(f"[eval] {calls[0].run}: {len(results)} attack group(s) evaluated")
+    def _evaluated(self, calls, results) -> list[Task]:
+        for key, ids in results:
+            self.state.mark_evaluated(key, calls[0].run, ids)
+        self.result.groups_evaluated += len(results)
+        self.log(f"[eval] {calls[0].run}: {len(results)} attack group(s) evaluated")
+        return []
 
-        self._timed("eval", lambda: self.units.run(run_calls, todo, done, self.log))
+    def _roa_tasks(self, run: RunPlan) -> list[Task]:
+        files = roa_files(self.out, run.name)
+        self.result.figures += files
+        self.roa_lines.append(f"* `{files[0].relative_to(self.out)}`: {run.model} on {run.dataset} — learned "
+                              "vector field, PRoA level sets, true RoAs, IoU in the title (+ .pdf, .json)")
+        if self.state.figure_done(run.name, self.summaries[run.name]["sha256"], files):
+            return []
+        arg = (self.out, run.checkpoint, self.preset.roa, self.data_root, self.download)
+        return [Task(f"roa:{run.name}", roa_unit, arg, PRIORITY_ROA)]
 
-    def roa_figures(self) -> None:
-        for run in self.roa_runs:
-            sha = self.summaries[run.name]["sha256"]
-            files = roa_files(self.out, run.name)
-            if not self.state.figure_done(run.name, sha, files):
-                roa = self.preset.roa
-                _, result = self._timed("roa", lambda: write_roa(self.out, run.checkpoint, roa, self.data_root,
-                                                                 self.download))
-                self.state.mark_figure(run.name, sha)
-                self.log(f"[roa] {run.name}: PRoA-RoA IoU mean {result.mean_iou:.3f}")
-            self.result.figures += files
-            self.roa_lines.append(f"* `{files[0].relative_to(self.out)}`: {run.model} on {run.dataset} — learned "
-                                  "vector field, PRoA level sets, true RoAs, IoU in the title (+ .pdf, .json)")
+    def _drawn(self, arg: tuple, mean_iou: float) -> list[Task]:
+        run = next(r for r in self.roa_runs if r.checkpoint == arg[1])
+        self.state.mark_figure(run.name, self.summaries[run.name]["sha256"])
+        self.log(f"[roa] {run.name}: PRoA-RoA IoU mean {mean_iou:.3f}")
+        return []
 
+    # --- reports -----------------------------------------------------------------------
     def reports(self) -> None:
         def work():
             self.result.tables = write_tables(self.out)
@@ -213,21 +248,14 @@ class Reproduction:
         self.state.finish()
         manifest = [manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in self.runs + self.roa_runs]
         write_readme(self.result.readme, preset=self.preset, out=self.out, command=self.state.current["command"],
-                     device=resolve_device(self.device), jobs=self.units.jobs, state=self.state, manifest=manifest,
+                     device=resolve_device(self.device), jobs=self.scheduler.jobs, state=self.state, manifest=manifest,
                      runs=[r for r in self.runs if r.evaluate], dataset_grids=grids,
                      figures=self.result.figures, roa_lines=self.roa_lines)
         self.result.wall_seconds = self.state.current["wall_seconds"]
 
     def run(self) -> ReproduceResult:
         self.state.save()
-        try:
-            self.train_all()
-            self.evaluate_all()
-        except BaseException:
-            self.units.close(cancel=True)
-            raise
-        self.units.close()
-        self.roa_figures()
+        self._timed("train/eval/roa", lambda: self.scheduler.run(self.initial_tasks(), self.on_done))
         self.reports()
         self.readme()
         return self.result

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..registry import Registry
 
 BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
-TOP_KEYS = {"description", "datasets", "models", "seeds", "train", "model_config", "eval", "tradeoff",
+TOP_KEYS = {"description", "datasets", "models", "exclude", "seeds", "train", "model_config", "eval", "tradeoff",
             "roa", "notes", "expected_time", "threads", "jobs"}
 EVAL_KEYS = {"n_samples", "batch_size", "seed", "grad_solver", "attacks", "transfer_source"}
 ROA_KEYS = {"dataset", "models", "train", "model_config", "resolution", "horizon", "steps"}
@@ -56,6 +56,7 @@ class Preset:
     description: str = ""
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     models: list[str] | None = None  # None: every registered model, looked up at run time
+    exclude: dict[str, str] = field(default_factory=dict)  # model -> why the preset leaves it out
     seeds: list[int] = field(default_factory=lambda: [0])
     train: dict = field(default_factory=dict)  # budget key -> train overrides (see budget_keys)
     model_config: dict = field(default_factory=dict)  # budget key -> model config overrides
@@ -110,6 +111,15 @@ def _str_list(name: str, key: str, value) -> list[str]:
     items = value if isinstance(value, list) else [value]
     _require(all(isinstance(v, str) and v for v in items) and items, name, f"{key} must be a list of names")
     return list(items)
+
+
+def _exclusions(name: str, value) -> dict[str, str]:
+    """{model: reason}: models left out of `models: all` (the README states the reason)."""
+    value = value or {}
+    _require(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                             for k, v in value.items()),
+             name, "exclude must map model names to the reason they are left out")
+    return dict(value)
 
 
 def _overrides(name: str, key: str, value) -> dict:
@@ -179,6 +189,7 @@ def parse_preset(name: str, data: dict) -> Preset:
         description=str(data.get("description", "")),
         datasets=_str_list(name, "datasets", data.get("datasets", ["digits"])),
         models=None if models == "all" else _str_list(name, "models", models),
+        exclude=_exclusions(name, data.get("exclude")),
         seeds=_int_list(name, "seeds", data.get("seeds", [0])),
         train=_overrides(name, "train", data.get("train")),
         model_config=_overrides(name, "model_config", data.get("model_config")),

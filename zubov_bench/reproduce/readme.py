@@ -111,6 +111,9 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
             lines += _attack_reductions(spec, group.eps, grid)
     if plan.grad_solver:
         lines.append(f"gradients only through {plan.grad_solver} (full protocol: deployed + an RK4 unroll)")
+    selected = {run.model for run in runs}
+    lines += [f"model `{model}` left out: {why} (list it in --models to include it)"
+              for model, why in preset.exclude.items() if model not in selected]
     shorter = []
     for run in runs:
         full = resolve_preset(run.model, run.dataset)["train"]["epochs"]
