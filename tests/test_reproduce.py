@@ -234,6 +234,8 @@ def test_preset_from_a_yaml_file(tmp_path):
     ([], "no preset given"),
     (["--preset", "quik"], "did you mean 'quick'"),
     (["--preset", "quick", "--models", "nod"], "did you mean 'node'"),
+    (["--preset", "test-tiny", "--jobs", "0"], "--jobs must be >= 1"),
+    (["--preset", "test-tiny", "--threads", "0"], "--threads must be >= 1"),
 ])
 def test_cli_bad_input_is_one_line(args, message, tmp_path):
     result = CliRunner().invoke(main, ["reproduce", "--out", str(tmp_path / "o"), *args])
@@ -281,3 +283,16 @@ def test_scheduler_runs_ready_tasks_by_priority_and_adds_new_ones():
     assert order == ["train-b", "train-a", "eval-b", "late"]
     with pytest.raises(RuntimeError, match="never ran"):
         Scheduler(1, 1, print).run([Task("x", _record, "x", after=("missing",))], done)
+
+
+def test_the_transfer_source_is_trained_only_when_an_attack_needs_it():
+    from pathlib import Path
+
+    from zubov_bench.reproduce.pipeline import plan_runs
+
+    with_transfer = parse_preset("t1", {"eval": {"attacks": ["fgsm", "transfer"]}})
+    without = parse_preset("t2", {"eval": {"attacks": ["fgsm"]}})
+    runs = plan_runs(with_transfer, ["zubov"], Path("x"))
+    assert [(r.model, r.evaluate, r.role) for r in runs] == [("node", False, "transfer source only"),
+                                                            ("zubov", True, "evaluated")]
+    assert [r.model for r in plan_runs(without, ["zubov"], Path("x"))] == ["zubov"]

@@ -31,6 +31,12 @@ def group_attacks(group: AttackGroup, is_source: bool) -> list[str]:
     return [s for s in group.attacks if not (is_source and attack_name(s) == TRANSFER)]
 
 
+def transfer_source(plan: EvalPlan) -> str | None:
+    """The model whose checkpoints the transfer attack replays, if any attack group needs one."""
+    wanted = any(attack_name(s) in (TRANSFER, "all") for g in plan.groups for s in g.attacks)
+    return plan.transfer_source if wanted else None
+
+
 def validate_groups(plan: EvalPlan) -> None:
     """Fail on a bad attack spec before any training starts (transfer needs its source first)."""
     for group in plan.groups:

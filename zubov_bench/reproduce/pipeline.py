@@ -18,7 +18,7 @@ from ..evaluation import ResultsStore
 from ..io import ensure_writable_dir
 from ..models import MODELS
 from ..training.trainer import resolve_device
-from .evaluation import pending_calls, run_calls, validate_groups
+from .evaluation import pending_calls, run_calls, transfer_source, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
@@ -81,7 +81,7 @@ def equivalent_command(preset: str, out: Path, models, device: str, data_root, d
 
 def plan_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]:
     """Every (dataset, seed, model) run; the transfer source is trained even when not evaluated."""
-    source = preset.eval.transfer_source
+    source = transfer_source(preset.eval)
     runs = []
     for dataset in preset.datasets:
         for seed in preset.seeds:
@@ -151,7 +151,7 @@ class Reproduction:
     # --- the task graph ----------------------------------------------------------------
     def initial_tasks(self) -> list[Task]:
         """Training tasks; finished runs are read here at once (which also checks every folder)."""
-        source = self.preset.eval.transfer_source
+        source = transfer_source(self.preset.eval)
         train = partial(train_unit, common=self._common)
         tasks = []
         for run in self.runs + self.roa_runs:
@@ -181,7 +181,7 @@ class Reproduction:
         return self._roa_tasks(run) if run in self.roa_runs else self._eval_tasks()
 
     def _source_run(self, run: RunPlan) -> RunPlan | None:
-        name = self.preset.eval.transfer_source
+        name = transfer_source(self.preset.eval)
         return next((r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)), None)
 
     def _cost(self, run: RunPlan) -> float:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..io import write_text
 from ..perturbations import PERTURBATIONS
 from ..presets import resolve_preset
+from .evaluation import transfer_source
 from .preset import Preset
 
 FULL_N_SAMPLES = 1000  # the protocol's minimum subset (the paper preset uses whole test sets)
@@ -151,7 +152,7 @@ def render_readme(*, preset: Preset, out: Path, command: str, device: torch.devi
     lines += ["", "## What ran", "",
               f"Evaluation: {plan.n_samples} test samples (a fixed permutation), batch {plan.batch_size}, "
               f"seed {plan.seed}, gradients through {plan.grad_solver or 'the deployed solver and an RK4 unroll'}"
-              f"; transfer source: {plan.transfer_source or 'none'}.", "",
+              f"; transfer source: {transfer_source(plan) or 'none'}.", "",
               *_table(["attack", "severities"], [[f"`{s}`", severities(s, g.eps, dataset_grids)]
                                                    for g in plan.groups for s in g.attacks]), "",
               *_table(["checkpoint", "epochs", "test acc", "sha256", "role"],
