@@ -205,6 +205,9 @@ def parse_preset(name: str, data: dict) -> Preset:
 
 
 def _load_builtin() -> None:
+    if not BUILTIN_FILE.is_file():
+        raise UserError(f"the built-in presets file {BUILTIN_FILE} is missing from this installation; "
+                        "reinstall zubov-bench (pip install -e .)")
     for name, data in (yaml.safe_load(BUILTIN_FILE.read_text()) or {}).items():
         PRESETS.register(name, parse_preset(name, data))
 
