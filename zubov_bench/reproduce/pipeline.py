@@ -236,7 +236,8 @@ class Reproduction:
         def work():
             self.result.tables = write_tables(self.out)
             tradeoff = self.preset.tradeoff
-            self.result.figures = write_figures(self.out, tradeoff["threat"], tradeoff.get("eps")) + self.result.figures
+            figures = write_figures(self.out, tradeoff["threat"], tradeoff.get("eps"))
+            self.result.figures = figures + self.result.figures
         self._timed("reports", work)
         self.log(f"[reports] {len(self.result.tables)} tables, {len(self.result.figures)} figure files")
 
@@ -248,7 +249,8 @@ class Reproduction:
         self.state.finish()
         manifest = [manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in self.runs + self.roa_runs]
         write_readme(self.result.readme, preset=self.preset, out=self.out, command=self.state.current["command"],
-                     device=resolve_device(self.device), jobs=self.scheduler.jobs, state=self.state, manifest=manifest,
+                     device=resolve_device(self.device), jobs=self.scheduler.jobs, state=self.state,
+                     manifest=manifest,
                      runs=[r for r in self.runs if r.evaluate], dataset_grids=grids,
                      figures=self.result.figures, roa_lines=self.roa_lines)
         self.result.wall_seconds = self.state.current["wall_seconds"]
@@ -263,8 +265,7 @@ class Reproduction:
 
 def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
               data_root=None, download: bool = False, progress: bool = True, threads: int | None = None,
-              jobs: int | None = None,
-              log: Callable[[str], None] = _stderr) -> ReproduceResult:
+              jobs: int | None = None, log: Callable[[str], None] = _stderr) -> ReproduceResult:
     """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md."""
     preset_arg = preset if isinstance(preset, str) else preset.name
     preset = load_preset(preset) if isinstance(preset, str) else preset
