@@ -82,9 +82,6 @@ class LyaNet(ODEModel):
     def field(self) -> ConditionedField:
         return self.odefunc.field
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.features(x)
         h0 = feats.new_zeros(len(feats), self.spec.num_classes)

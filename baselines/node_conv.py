@@ -73,9 +73,6 @@ class ConvNeuralODE(ODEModel):
         self.head = nn.Sequential(group_norm(cfg.channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(cfg.channels, spec.num_classes))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.solve(self.features(x)))
 

@@ -71,9 +71,6 @@ class SODEF(ODEModel):
             raise UserError(f"sodef: stage_fractions needs 3 positive numbers, got {cfg.stage_fractions}")
 
     # --- inference ----------------------------------------------------------------------
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def logits_from_state(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(z) if bool(self.head_trained) else z @ self.simplex_head.T
 

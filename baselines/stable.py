@@ -104,9 +104,6 @@ class StableNODE(ODEModel):
     def vector_field(self, z: torch.Tensor) -> torch.Tensor:
         return self.odefunc.field(None, z)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def logits_from_state(self, z: torch.Tensor) -> torch.Tensor:
         return -(z.unsqueeze(-2) - self.equilibria).pow(2).sum(-1) / self.cfg.tau
 

@@ -56,9 +56,6 @@ class TisODE(ODEModel):
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
         self.head = nn.Linear(cfg.d, spec.num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.solve(self.features(x)))
 

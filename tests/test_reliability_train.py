@@ -39,18 +39,28 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("model,kill_after", [("node", 2.0), ("zubov", 4.0)])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cli_env, model, kill_after):
+def wait_for_checkpoints(state, proc, count, timeout=300):
+    """Poll until `count` checkpoints were written (each atomic write is a new file)."""
+    seen, deadline = set(), time.time() + timeout
+    while len(seen) < count and time.time() < deadline and proc.poll() is None:
+        try:
+            st = os.stat(state)
+            seen.add((st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("model", ["node", "zubov"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cli_env, model):
     args = ["--model", model, "--dataset", "digits", "--epochs", "3", "--save-every-steps", "7",
             "--seed", "3"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run(TRAIN + args + ["--out", str(ref)], env=cli_env, check=True, capture_output=True)
     proc = subprocess.Popen(TRAIN + args + ["--out", str(killed)], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(kill_after)  # let it run past the first checkpoint, then kill it mid-flight
+    # Kill right after the step-14 checkpoint: mid-epoch, with unsaved steps in flight.
+    wait_for_checkpoints(killed / STATE_FILE, proc, count=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "model.pt").exists(), "the run finished before it was killed; kill earlier"
@@ -66,6 +76,46 @@ def test_same_seed_trains_identically(tmp_path):
         train_run(resolved, tmp_path / name, progress=False, device="cpu")
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def _grads_of_zubov_loss(data_x, data_y):
+    torch.manual_seed(0)
+    model = create_model("zubov", _digits().spec)
+    loss, _ = model.training_loss(data_x, data_y)
+    return torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+
+
+def _digits():
+    from zubov_bench.data import load_dataset
+    return load_dataset("digits")
+
+
+def test_zubov_loss_gradients_are_bitwise_repeatable_with_two_threads():
+    # Regression: the backward of `equilibria[cls]` accumulated in thread-timing order, so two
+    # same-seed runs drifted apart in the 8th digit on a loaded 2-core machine.
+    data, threads = _digits(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [_grads_of_zubov_loss(data.x_train[:64], data.y_train[:64]) for _ in range(4)]
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
+def test_deterministic_mode_makes_indexing_backward_repeatable_and_is_restored():
+    from zubov_bench.device import deterministic_algorithms
+    table, index = torch.randn(10, 64, requires_grad=True), torch.randint(0, 10, (4000,))
+    weight, threads = torch.randn(4000, 64), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with deterministic_algorithms(True, torch.device("cpu")):
+            assert torch.are_deterministic_algorithms_enabled()
+            grads = [torch.autograd.grad((table[index] * weight).sum(), table)[0] for _ in range(5)]
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
 class _Evil:

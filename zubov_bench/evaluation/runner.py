@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import read_payload
+from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
 from ..records import Record
 from .batch import input_gradient_norms, run_batch
@@ -57,8 +58,6 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
              shard=None, transfer_from=None, data_root=None, download: bool = False, progress: bool = True,
              log: Callable[[str], None] = _stderr) -> list[Record]:
     """Evaluate checkpoints; returns the records of this evaluation (worst case included)."""
-    from ..training.trainer import resolve_device
-
     paths = resolve_checkpoints(checkpoints)
     _validate_sizes(n_samples, batch_size, seed)
     eps = parse_eps(eps)
@@ -74,10 +73,11 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
     store = ResultsStore(out)
     store.tidy()
     ids: list[str] = []
-    for path in paths:
-        ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
-        resolve_views(ctx, views)
-        ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
+    with deterministic_algorithms(True, dev):
+        for path in paths:
+            ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
+            resolve_views(ctx, views)
+            ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
     by_id = {r.id: r for r in store.all_records()}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 

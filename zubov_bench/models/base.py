@@ -166,6 +166,10 @@ class ODEModel(SolverMixin, BenchModel):
         self.odefunc = CountingField(field_module)
         self.solver = cfg.solver_config()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """z0 = phi(x): normalise the raw input inside the model, then apply `self.stem`."""
+        return self.stem(self.normalize(x))
+
     def solve(self, z0: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         return integrate(self.odefunc, z0, self.solver, times)
 

@@ -71,7 +71,7 @@ class LyapunovNet(nn.Module):
 
     def _g(self, zc: torch.Tensor, ctx, cls: torch.Tensor | None) -> torch.Tensor:
         """G on centred states; zc is (N, K, d) for all classes or (N, d) with classes `cls`."""
-        pick = (lambda t: t) if cls is None else (lambda t: t[cls])
+        pick = (lambda t: t) if cls is None else (lambda t: t.index_select(0, cls))
         if self.cfg.kind == "mlp":
             u = self.embed if self.cfg.context == "embedding" else self.equilibria
             u = pick(u).expand(*zc.shape[:-1], -1)
@@ -93,18 +93,18 @@ class LyapunovNet(nn.Module):
                 z_eq = zeros.requires_grad_(True)
                 g_eq_all = self._g(z_eq, ctx, torch.arange(self.k, device=zc.device))
                 grad_eq = torch.autograd.grad(g_eq_all.sum(), z_eq, create_graph=True)[0]
-            g_eq, grad_eq = (g_eq_all, grad_eq) if cls is None else (g_eq_all[cls], grad_eq[cls])
+            g_eq, grad_eq = (g_eq_all, grad_eq) if cls is None else (g_eq_all.index_select(0, cls), grad_eq.index_select(0, cls))
             core = g - g_eq - (grad_eq * zc).sum(-1)
             core = F.relu(core)  # exact convexity makes this >= 0; guards round-off
         else:
             g_eq = self._g(zeros, ctx, torch.arange(self.k, device=zc.device))
-            core = rehu(g - (g_eq if cls is None else g_eq[cls]), self.cfg.rehu_delta)
+            core = rehu(g - (g_eq if cls is None else g_eq.index_select(0, cls)), self.cfg.rehu_delta)
         return core + self.cfg.quad * (zc * zc).sum(-1)
 
     def forward(self, z: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
         """V for every class, shape (N, K); or, given `cls` (N,), V_cls(z), shape (N,)."""
         eq = self.equilibria
-        zc = z.unsqueeze(-2) - eq if cls is None else z - eq[cls]
+        zc = z.unsqueeze(-2) - eq if cls is None else z - eq.index_select(0, cls)
         return self._v(zc, cls)
 
 

@@ -22,9 +22,6 @@ class NeuralODE(ODEModel):
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
         self.head = nn.Linear(cfg.d, spec.num_classes)
 
-    def features(self, x):
-        return self.stem(self.normalize(x))
-
     def forward(self, x):
         return self.head(self.solve(self.features(x)))
 

@@ -99,6 +99,21 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
     return zs[-1] if only_last else zs
 
 
+def compile_field(model: nn.Module) -> None:
+    """torch.compile the model's vector field in place (`odefunc.field`).
+
+    `Module.compile()` compiles the call, not a wrapper module, so state_dict keys stay as they
+    are (no `_orig_mod.` prefix) and checkpoints load into an uncompiled model.
+    """
+    func = getattr(model, "odefunc", None)
+    if not isinstance(func, CountingField):
+        name = getattr(model, "registry_name", type(model).__name__)
+        raise UserError(f"--compile: model {name!r} has no ODE vector field (odefunc) to compile")
+    if not hasattr(torch, "compile"):
+        raise UserError(f"--compile needs torch.compile, which torch {torch.__version__} lacks")
+    func.field.compile()
+
+
 class SolverMixin:
     """Gives a model a swappable `solver` and an NFE counter over its `odefunc`."""
 

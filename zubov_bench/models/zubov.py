@@ -84,9 +84,6 @@ class ZubovNet(ODEModel):
         return self.lyap.equilibria
 
     # --- inference ----------------------------------------------------------------------
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(self.normalize(x))
-
     def lyapunov(self, z: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
         return self.lyap(z, cls)
 
@@ -108,7 +105,7 @@ class ZubovNet(ODEModel):
     def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """r_k(z) = exp(-V_k) (grad V_k . f + alpha ||z - e_k||^2), with grad V_k . f by one JVP."""
         v, v_dot = jvp(lambda p: self.lyap(p, cls), (z,), (self.vector_field(z),))
-        h = self.cfg.alpha * (z - self.equilibria[cls]).pow(2).sum(-1)
+        h = self.cfg.alpha * (z - self.equilibria.index_select(0, cls)).pow(2).sum(-1)
         return torch.exp(-v) * (v_dot + h)
 
     def separation(self, v: torch.Tensor, cls: torch.Tensor, own_term: bool) -> torch.Tensor:

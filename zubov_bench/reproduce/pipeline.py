@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..evaluation import ResultsStore
 from ..io import ensure_writable_dir
 from ..models import MODELS
-from ..training.trainer import resolve_device
+from ..device import resolve_device
 from .evaluation import pending_calls, run_calls, transfer_source, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task

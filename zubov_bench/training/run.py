@@ -13,7 +13,9 @@ from ..errors import UserError
 from ..io import ensure_writable_dir, write_json, write_text
 from ..models import create_model
 from ..presets import resolve_preset
-from .trainer import MODEL_FILE, STATE_FILE, Trainer, TrainConfig, environment, resolve_device
+from ..device import resolve_device
+from . import distributed
+from .trainer import MODEL_FILE, STATE_FILE, Trainer, TrainConfig, environment
 
 RESOLVED_CONFIG = "config.yaml"
 
@@ -62,24 +64,32 @@ def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
     model = create_model(resolved["model"], data.spec, **resolved["model_config"])
     info = {"model": resolved["model"], "dataset": resolved["dataset"], "seed": tcfg.seed}
     trainer = Trainer(model, data, tcfg, run_dir, info)
-    trainer.device = dev
+    trainer.device = distributed.rank_device(dev)
     return trainer
 
 
 def train_run(resolved: dict, run_dir: Path | None = None, *, data_root=None, download=False,
               device="auto", progress=True, force=False) -> dict:
+    """Train from scratch; under torchrun every rank trains and only rank 0 writes the folder."""
     run_dir = Path(run_dir or default_run_dir(resolved))
-    _check_fresh(run_dir, force)
-    trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+    with distributed.process_group(resolve_device(device)):
+        _check_fresh(run_dir, force)
+        trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+        distributed.barrier()  # every rank has checked the folder before rank 0 clears it
+        if distributed.is_main():
+            _start_run_dir(run_dir, resolved, trainer, device)
+        return trainer.fit()
+
+
+def _start_run_dir(run_dir: Path, resolved: dict, trainer: Trainer, device: str) -> None:
     ensure_writable_dir(run_dir)
     full = {**resolved, "train": asdict(trainer.cfg) | {"device": device},
             "model_config": trainer.model.config_dict()}
     full["train"].pop("progress")
     write_text(run_dir / RESOLVED_CONFIG, yaml.safe_dump(_plain(full), sort_keys=False))
-    write_json(run_dir / "env.json", environment(trainer.device))
+    write_json(run_dir / "env.json", environment(trainer.device) | {"world_size": distributed.world_size()})
     for stale in (STATE_FILE, MODEL_FILE, "metrics.csv", "summary.json"):
         (run_dir / stale).unlink(missing_ok=True)
-    return trainer.fit()
 
 
 def resume_run(run_dir: Path, *, data_root=None, download=False, device=None, progress=True) -> dict:
@@ -89,12 +99,13 @@ def resume_run(run_dir: Path, *, data_root=None, download=False, device=None, pr
         raise UserError(f"{run_dir} is not a training run folder (no {RESOLVED_CONFIG})")
     resolved = load_config_file(cfg_path)
     device = device or resolved["train"].get("device", "auto")
-    trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
-    trainer.model.to(trainer.device)
-    trainer.resume()
-    if trainer.progress.epoch >= trainer.cfg.epochs:
-        return trainer.finish()
-    return trainer.fit()
+    with distributed.process_group(resolve_device(device)):
+        trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+        trainer.model.to(trainer.device)
+        trainer.resume()  # every rank reads rank 0's last.pt
+        if trainer.progress.epoch >= trainer.cfg.epochs:
+            return trainer.finish()
+        return trainer.fit()
 
 
 def _plain(obj):

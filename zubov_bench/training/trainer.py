@@ -16,9 +16,11 @@ import torch
 from .. import __version__
 from ..checkpoint import save_checkpoint
 from ..data import DatasetBundle
+from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
 from ..io import atomic_path, write_json, write_text
-from ..models.ode import SolverError
+from ..models.ode import SolverError, compile_field
+from . import distributed
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -41,6 +43,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     device: str = "cpu"
     progress: bool = True
+    deterministic: bool = True  # torch deterministic kernels: a seed reproduces bit for bit
+    compile: bool = False  # torch.compile the model's vector field
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -53,16 +57,6 @@ class TrainConfig:
             raise UserError("weight_decay, grad_clip and save_every_steps must be >= 0")
         if self.schedule not in ("cosine", "none"):
             raise UserError(f"unknown schedule {self.schedule!r}; use cosine or none")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> dict:
@@ -116,7 +110,8 @@ class Trainer:
         self.model, self.data, self.cfg = model, data, cfg
         self.run_dir = Path(run_dir)
         self.run_info = run_info
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.rank_device(resolve_device(cfg.device))
+        distributed.per_rank_batch(cfg.batch_size)  # fail now if the batch cannot be split
         self.stages = model.training_stages()
         self.stage_epochs = stage_epochs([s.epoch_fraction for s in self.stages], cfg.epochs)
         self.progress = Progress()
@@ -124,7 +119,10 @@ class Trainer:
         self.x_test, self.y_test = data.x_test.to(self.device), data.y_test.to(self.device)
         self.order_gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch_gen_state = self.order_gen.get_state()
-        self.optimizer = self.scheduler = None
+        self.optimizer = self.scheduler = self.loss_fn = None
+        distributed.seed_rank(cfg.seed)
+        if cfg.compile:
+            compile_field(model)
 
     # --- setup --------------------------------------------------------------------------
     def _stage_start_epoch(self, stage: int) -> int:
@@ -137,10 +135,11 @@ class Trainer:
         steps = self.stage_epochs[self.progress.stage] * self.steps_per_epoch
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
                           if self.cfg.schedule == "cosine" else None)
+        self.loss_fn = distributed.stage_loss(self.model, stage.loss, self.device)
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.x_train) / self.cfg.batch_size)
+        return math.ceil(len(self.x_train) / distributed.global_batch(self.cfg.batch_size))
 
     def _enter_stage(self, index: int) -> None:
         self.progress.stage = index
@@ -157,11 +156,14 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "order_rng": self.epoch_gen_state,
+            **distributed.checkpoint_extras(self.device),
         }
 
     def save_state(self) -> None:
-        with atomic_path(self.run_dir / STATE_FILE) as tmp:
-            torch.save(self._train_state(), tmp)
+        state = self._train_state()  # on every rank: it gathers their RNG states
+        if distributed.is_main():
+            with atomic_path(self.run_dir / STATE_FILE) as tmp:
+                torch.save(state, tmp)
 
     def resume(self) -> None:
         path = self.run_dir / STATE_FILE
@@ -187,6 +189,7 @@ class Trainer:
         if state["cuda_rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch_gen_state = state["order_rng"]
+        distributed.restore_extras(state, self.device, path)
 
     # --- the loop -----------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, where: str) -> None:
@@ -201,7 +204,7 @@ class Trainer:
     def _step(self, xb, yb, where: str) -> dict:
         self.model.train()
         try:
-            loss, terms = self.stages[self.progress.stage].loss(xb, yb)
+            loss, terms = self.loss_fn(xb, yb)
         except SolverError as exc:
             raise NumericalError(f"{exc} at {where}; last good checkpoint kept in {self.run_dir}") from None
         self._check_finite(loss, where)
@@ -222,9 +225,10 @@ class Trainer:
         perm = torch.randperm(len(self.x_train), generator=self.order_gen).to(self.device)
         start = time.perf_counter() - p.epoch_time
         for step in range(p.step_in_epoch, self.steps_per_epoch):
-            idx = perm[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
+            idx = distributed.rank_batch(perm, step, self.cfg.batch_size)
             where = f"epoch {p.epoch + 1}, step {step + 1}"
             terms = self._step(self.x_train[idx], self.y_train[idx], where)
+            terms = distributed.mean_across_ranks(terms, self.device)
             for k, v in terms.items():
                 p.epoch_sums[k] = p.epoch_sums.get(k, 0.0) + v
             p.epoch_count += 1
@@ -258,12 +262,16 @@ class Trainer:
     def log(self, row: dict) -> None:
         import click
 
+        if not distributed.is_main():
+            return
         parts = [f"epoch {row['epoch']:>3}/{self.cfg.epochs} [{row['stage']}]"]
         parts += [f"{k[6:]}={v:.4g}" for k, v in row.items() if k.startswith("train_")]
         parts.append(f"test_acc={row['test_acc']:.4f} ({row['epoch_seconds']:.1f}s)")
         click.echo("  ".join(parts), err=True)
 
     def write_metrics(self) -> None:
+        if not distributed.is_main():
+            return
         history = self.progress.history
         keys = list(dict.fromkeys(k for row in history for k in row))
         buf = _io.StringIO()
@@ -279,11 +287,13 @@ class Trainer:
         if self.optimizer is None:
             self._enter_stage(0)
         total = self.cfg.epochs * self.steps_per_epoch
-        bar = tqdm(total=total, initial=self.progress.global_step, disable=not self.cfg.progress,
+        bar = tqdm(total=total, initial=self.progress.global_step,
+                   disable=not (self.cfg.progress and distributed.is_main()),
                    desc="train", leave=False, dynamic_ncols=True)
         try:
-            while self.progress.epoch < self.cfg.epochs:
-                self._run_epoch(bar)
+            with deterministic_algorithms(self.cfg.deterministic, self.device):
+                while self.progress.epoch < self.cfg.epochs:
+                    self._run_epoch(bar)
         finally:
             bar.close()
         return self.finish()
@@ -292,8 +302,13 @@ class Trainer:
         final = self.progress.history[-1]
         summary = {**self.run_info, "test_acc": final["test_acc"], "epochs": self.cfg.epochs,
                    "train_seconds": round(sum(r["epoch_seconds"] for r in self.progress.history), 2)}
+        digest = self._save_model(summary) if distributed.is_main() else None
+        distributed.barrier()  # when any rank returns, model.pt is there
+        return {**summary, "sha256": digest}
+
+    def _save_model(self, summary: dict) -> str:
         self.model.cpu()
         digest = save_checkpoint(self.run_dir / MODEL_FILE, self.model, extra=summary)
         write_json(self.run_dir / "summary.json", {**summary, "sha256": digest})
         self.model.to(self.device)
-        return {**summary, "sha256": digest}
+        return digest
