@@ -71,30 +71,43 @@ def test_equilibria_form_a_regular_simplex():
         assert torch.allclose(pairwise_cosines(v), torch.full((k * (k - 1),), -1 / (k - 1)), atol=1e-5)
 
 
-def test_boundary_sampling_hits_the_level_set_in_one_batched_call(digits, monkeypatch):
+@pytest.mark.parametrize("root,rounds,tol", [("bisection", 30, 1e-3), ("illinois", 8, 1e-3)])
+def test_boundary_sampling_hits_the_level_set_in_one_batched_call(digits, monkeypatch, root, rounds, tol):
     model = make_zubov(digits)
     level = model.cfg.level
     calls = []
-    forward = type(model.lyap).forward
+    evaluate = type(model.lyap)._v
 
-    def counting_forward(self, z, cls=None):
-        calls.append(len(z))
-        return forward(self, z, cls)
+    def counting_v(self, zc, cls, constants):
+        calls.append(len(zc))
+        return evaluate(self, zc, cls, constants)
 
-    monkeypatch.setattr(type(model.lyap), "forward", counting_forward)
+    monkeypatch.setattr(type(model.lyap), "_v", counting_v)
     states = model.equilibria[torch.randint(10, (64,))] + torch.randn(64, model.cfg.d, dtype=torch.float64)
-    cfg = BoundaryConfig(rays=32, bisection=30)
+    cfg = BoundaryConfig(rays=32, root=root, rounds=rounds)
     points, cls, shells, shell_cls = sample_boundary(model.lyap, level, cfg, states=states)
     assert len(points) > 0.95 * 10 * 32
-    v = forward(model.lyap, points, cls)
-    assert (v - level).abs().max() < 1e-3
+    n_sampling_calls = len(calls)
+    v = model.lyap(points, cls)
+    assert (v - level).abs().max() < tol
     # every Lyapunov evaluation covered all K*M rays at once: no loop over rays or classes
-    assert all(n == 10 * 32 for n in calls)
-    assert len(calls) <= 1 + cfg.max_doublings + cfg.bisection
+    assert n_sampling_calls > 0 and all(n == 10 * 32 for n in calls[:n_sampling_calls])
+    assert n_sampling_calls <= 1 + cfg.max_doublings + cfg.rounds
     # shells lie strictly inside / outside
-    v_shell = forward(model.lyap, shells, shell_cls)
+    v_shell = model.lyap(shells, shell_cls)
     inner, outer = v_shell[: len(points)], v_shell[len(points):]
     assert (inner < level).all() and (outer > level).all()
+
+
+def test_illinois_and_bisection_find_the_same_crossing(digits):
+    model = make_zubov(digits)
+    states = model.equilibria[torch.randint(10, (64,))] + torch.randn(64, model.cfg.d, dtype=torch.float64)
+    found = {}
+    for root, rounds in [("bisection", 40), ("illinois", 8)]:
+        gen = torch.Generator().manual_seed(0)
+        cfg = BoundaryConfig(rays=16, root=root, rounds=rounds)
+        found[root] = sample_boundary(model.lyap, model.cfg.level, cfg, states=states, generator=gen)[0]
+    assert torch.allclose(found["illinois"], found["bisection"], atol=1e-6, rtol=1e-6)
 
 
 def test_consistency_residual_matches_finite_differences(digits):

@@ -8,6 +8,7 @@ from typing import Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from ..data.base import DataSpec
 from ..errors import UserError
@@ -168,10 +169,12 @@ class ODEModel(SolverMixin, BenchModel):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z0 = phi(x): normalise the raw input inside the model, then apply `self.stem`."""
-        return self.stem(self.normalize(x))
+        with record_function("features"):
+            return self.stem(self.normalize(x))
 
     def solve(self, z0: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        return integrate(self.odefunc, z0, self.solver, times)
+        with record_function("ode"):
+            return integrate(self.odefunc, z0, self.solver, times)
 
     def grid(self, n_points: int) -> torch.Tensor:
         """n_points times on [0, T] that fall on the fixed-step grid when possible."""

@@ -84,28 +84,41 @@ class LyapunovNet(nn.Module):
             s = F.softplus(pre)
         return s @ F.softplus(self.w_out) + self.b_out
 
-    def _v(self, zc: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+    def _constants(self):
+        """What V needs that does not depend on z: the class context, and G and grad G at e_k."""
         ctx = self.context()
+        zeros = torch.zeros(self.k, self.d, device=self.equilibria.device, dtype=self.equilibria.dtype)
+        every_class = torch.arange(self.k, device=zeros.device)
+        if self.cfg.form != "bregman":
+            return ctx, self._g(zeros, ctx, every_class), None
+        with torch.enable_grad():
+            z_eq = zeros.requires_grad_(True)
+            g_eq = self._g(z_eq, ctx, every_class)
+            grad_eq = torch.autograd.grad(g_eq.sum(), z_eq, create_graph=True)[0]
+        return ctx, g_eq, grad_eq
+
+    def _v(self, zc: torch.Tensor, cls: torch.Tensor | None, constants) -> torch.Tensor:
+        ctx, g_eq, grad_eq = constants
         g = self._g(zc, ctx, cls)
-        zeros = torch.zeros(self.k, self.d, device=zc.device, dtype=zc.dtype)
+        if cls is not None:
+            g_eq = g_eq.index_select(0, cls)
+            grad_eq = None if grad_eq is None else grad_eq.index_select(0, cls)
         if self.cfg.form == "bregman":
-            with torch.enable_grad():
-                z_eq = zeros.requires_grad_(True)
-                g_eq_all = self._g(z_eq, ctx, torch.arange(self.k, device=zc.device))
-                grad_eq = torch.autograd.grad(g_eq_all.sum(), z_eq, create_graph=True)[0]
-            g_eq, grad_eq = (g_eq_all, grad_eq) if cls is None else (g_eq_all.index_select(0, cls), grad_eq.index_select(0, cls))
-            core = g - g_eq - (grad_eq * zc).sum(-1)
-            core = F.relu(core)  # exact convexity makes this >= 0; guards round-off
+            core = F.relu(g - g_eq - (grad_eq * zc).sum(-1))  # exact convexity makes this >= 0; guards round-off
         else:
-            g_eq = self._g(zeros, ctx, torch.arange(self.k, device=zc.device))
-            core = rehu(g - (g_eq if cls is None else g_eq.index_select(0, cls)), self.cfg.rehu_delta)
+            core = rehu(g - g_eq, self.cfg.rehu_delta)
         return core + self.cfg.quad * (zc * zc).sum(-1)
 
     def forward(self, z: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
         """V for every class, shape (N, K); or, given `cls` (N,), V_cls(z), shape (N,)."""
         eq = self.equilibria
         zc = z.unsqueeze(-2) - eq if cls is None else z - eq.index_select(0, cls)
-        return self._v(zc, cls)
+        return self._v(zc, cls, self._constants())
+
+    def of_offset(self, cls: torch.Tensor):
+        """u -> V_cls(e_cls + u), with the z-independent part computed once for many calls."""
+        constants = self._constants()
+        return lambda offset: self._v(offset, cls, constants)
 
 
 @dataclass
@@ -113,7 +126,8 @@ class BoundaryConfig:
     enabled: bool = True
     rays: int = 32  # M rays per class
     data_fraction: float = 0.5  # share of rays that point at training states
-    bisection: int = 20  # n_b
+    root: str = "illinois"  # illinois (regula falsi) | bisection: same crossing, see `rounds`
+    rounds: int = 8  # refinement rounds; bisection needs 20 for the float32 precision illinois reaches in 6
     r0: float = 1.0
     max_doublings: int = 16
     shells: bool = True
@@ -123,9 +137,9 @@ class BoundaryConfig:
 @torch.no_grad()
 def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
                     states: torch.Tensor | None = None, generator: torch.Generator | None = None):
-    """Points b with V_k(b) = level on every PRoA boundary, found by batched bisection.
+    """Points b with V_k(b) = level on every PRoA boundary, by batched bracketing and root finding.
 
-    All K*M rays are one batch; the only loops run over doubling and bisection rounds.
+    All K*M rays are one batch; the only loops run over doubling and refinement rounds.
     Returns (boundary points, their classes, shell points, shell classes).
     """
     eq = lyap.equilibria.detach()
@@ -139,25 +153,24 @@ def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
     u = unit_rows(dirs).reshape(k * cfg.rays, d)
     cls = torch.arange(k, device=dev).repeat_interleave(cfg.rays)
     base = eq[cls]
+    v_along = lyap.of_offset(cls)
 
-    def above(r):
-        return lyap(base + r[:, None] * u, cls) >= level
+    def gap(r):  # V_k(e_k + r u) - c: convex in r, -c at r = 0
+        return v_along(r[:, None] * u) - level
 
     lo = torch.zeros(len(u), device=dev, dtype=dt)
     hi = torch.full_like(lo, cfg.r0)
-    crossed = above(hi)
+    g_lo, g_hi = torch.full_like(lo, -level), gap(hi)
     for _ in range(cfg.max_doublings):
-        if bool(crossed.all()):
+        if bool((g_hi >= 0).all()):
             break
-        lo = torch.where(crossed, lo, hi)
-        hi = torch.where(crossed, hi, 2 * hi)
-        crossed = above(hi)
-    for _ in range(cfg.bisection):
-        mid = (lo + hi) / 2
-        up = above(mid)
-        hi = torch.where(up, mid, hi)
-        lo = torch.where(up, lo, mid)
-    r = ((lo + hi) / 2)[crossed]
+        below = g_hi < 0
+        lo, g_lo = torch.where(below, hi, lo), torch.where(below, g_hi, g_lo)
+        hi = torch.where(below, 2 * hi, hi)
+        g_hi = torch.where(below, gap(hi), g_hi)
+    crossed = g_hi >= 0
+    refine = _illinois if cfg.root == "illinois" else _bisect
+    r = refine(gap, lo, hi, g_lo, g_hi, cfg.rounds)[crossed]
     u, cls, base = u[crossed], cls[crossed], base[crossed]
     points = base + r[:, None] * u
     if not cfg.shells:
@@ -165,3 +178,30 @@ def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
     shells = torch.cat([base + ((1 - cfg.shell_delta) * r)[:, None] * u,
                         base + ((1 + cfg.shell_delta) * r)[:, None] * u])
     return points, cls, shells, cls.repeat(2)
+
+
+def _bisect(f, lo, hi, f_lo, f_hi, rounds: int) -> torch.Tensor:
+    """Root of f on [lo, hi], where f(lo) < 0 <= f(hi), by `rounds` halvings."""
+    for _ in range(rounds):
+        mid = (lo + hi) / 2
+        up = f(mid) >= 0
+        hi = torch.where(up, mid, hi)
+        lo = torch.where(up, lo, mid)
+    return (lo + hi) / 2
+
+
+def _illinois(f, lo, hi, f_lo, f_hi, rounds: int) -> torch.Tensor:
+    """Bracketed regula falsi with the Illinois fix: superlinear on the convex rays of V_k."""
+    side = torch.zeros_like(lo)  # +1: hi moved last round, -1: lo moved last round
+    for _ in range(rounds):
+        width = f_hi - f_lo
+        x = torch.where(width > 0, lo - f_lo * (hi - lo) / width.clamp_min(1e-30), (lo + hi) / 2)
+        x = torch.minimum(torch.maximum(x, lo), hi)
+        f_x = f(x)
+        up = f_x >= 0
+        # Illinois: when the same end survives twice, halve its value so the other end moves
+        f_lo = torch.where(~up, f_x, torch.where(side > 0, f_lo / 2, f_lo))
+        f_hi = torch.where(up, f_x, torch.where(side < 0, f_hi / 2, f_hi))
+        lo, hi = torch.where(up, lo, x), torch.where(up, x, hi)
+        side = torch.where(up, torch.ones_like(side), -torch.ones_like(side))
+    return torch.where(f_hi.abs() <= f_lo.abs(), hi, lo)

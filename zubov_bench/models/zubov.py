@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp
+from torch.profiler import record_function
 
 from ..data.base import DataSpec
+from ..errors import UserError
 from .base import ODEConfig, ODEModel, batch_accuracy
 from .layers import MLPField, make_stem, simplex_vectors
 from .lyapunov import BoundaryConfig, LyapunovConfig, LyapunovNet, sample_boundary
@@ -51,11 +53,21 @@ class ZubovConfig(ODEConfig):
     boundary: bool = True
     boundary_rays: int = 32
     boundary_data_fraction: float = 0.5
-    boundary_bisection: int = 20
+    boundary_root: str = "illinois"  # illinois | bisection (the spec's n_b = 20 rounds)
+    boundary_rounds: int = 8
     boundary_r0: float = 1.0
     boundary_max_doublings: int = 16
     boundary_shells: bool = True
     boundary_shell_delta: float = 0.05
+
+    CHOICES = {"lyap_kind": ("picnn", "mlp"), "lyap_form": ("rehu", "bregman"),
+               "lyap_context": ("embedding", "equilibrium"), "classify_at": ("zT", "z0"),
+               "boundary_root": ("illinois", "bisection")}
+
+    def __post_init__(self):
+        for key, allowed in self.CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
 
 
 @register_model("zubov")
@@ -75,8 +87,10 @@ class ZubovNet(ODEModel):
             learn_equilibria=cfg.learn_equilibria)
         self.log_tau = nn.Parameter(torch.tensor(cfg.tau).log(), requires_grad=cfg.learn_tau)
         self.boundary_cfg = BoundaryConfig(
-            cfg.boundary, cfg.boundary_rays, cfg.boundary_data_fraction, cfg.boundary_bisection,
-            cfg.boundary_r0, cfg.boundary_max_doublings, cfg.boundary_shells, cfg.boundary_shell_delta)
+            enabled=cfg.boundary, rays=cfg.boundary_rays, data_fraction=cfg.boundary_data_fraction,
+            root=cfg.boundary_root, rounds=cfg.boundary_rounds, r0=cfg.boundary_r0,
+            max_doublings=cfg.boundary_max_doublings, shells=cfg.boundary_shells,
+            shell_delta=cfg.boundary_shell_delta)
 
     @property
     def equilibria(self) -> torch.Tensor:
@@ -125,16 +139,19 @@ class ZubovNet(ODEModel):
         pts = eq[:, None] + radii * F.normalize(offsets, dim=-1)
         return pts.reshape(k * n, -1), torch.arange(k, device=eq.device).repeat_interleave(n)
 
+    def boundary_points(self, z0: torch.Tensor):
+        return sample_boundary(self.lyap, self.cfg.level, self.boundary_cfg, states=z0)
+
     def training_loss(self, x: torch.Tensor, y: torch.Tensor):
         cfg = self.cfg
         x = self.augment(x)
         z0 = self.features(x)
         zs = self.solve(z0, self.grid(max(cfg.traj_points, 2)))
         z_cls = z0 if cfg.classify_at == "z0" else zs[-1]
-        logits = self.logits_from_state(z_cls)
+        with record_function("lyapunov"):
+            logits = self.logits_from_state(z_cls)
+            v0 = self.lyap(z0)
         loss_cls = F.cross_entropy(logits, y)
-
-        v0 = self.lyap(z0)
         loss_sep = self.separation(v0, y, own_term=True)
 
         con_pts = [zs[: cfg.traj_points].reshape(-1, cfg.d)]
@@ -144,16 +161,19 @@ class ZubovNet(ODEModel):
             con_pts.append(p), con_cls.append(c)
         n_boundary = 0
         if cfg.boundary and cfg.lambda_con + cfg.lambda_sep > 0:
-            b, b_cls, shells, s_cls = sample_boundary(self.lyap, cfg.level, self.boundary_cfg, states=z0)
+            with record_function("boundary_sampling"):
+                b, b_cls, shells, s_cls = self.boundary_points(z0)
             n_boundary = len(b)
             con_pts += [b, shells]
             con_cls += [b_cls, s_cls]
             if n_boundary:
-                loss_sep = loss_sep + self.separation(self.lyap(b), b_cls, own_term=False)
+                with record_function("lyapunov"):
+                    loss_sep = loss_sep + self.separation(self.lyap(b), b_cls, own_term=False)
         pts = torch.cat(con_pts)
         if cfg.detach_points:
             pts = pts.detach()
-        loss_con = self.consistency_residual(pts, torch.cat(con_cls)).pow(2).mean()
+        with record_function("consistency_jvp"):
+            loss_con = self.consistency_residual(pts, torch.cat(con_cls)).pow(2).mean()
 
         f_eq = self.vector_field(self.equilibria)
         loss_eq = f_eq.pow(2).sum()
