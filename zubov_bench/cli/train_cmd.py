@@ -22,14 +22,21 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
 @click.option("--save-every-steps", type=int, help="Also checkpoint every N optimizer steps.")
+@click.option("--compile/--no-compile", "compile_field", default=None,
+              help="torch.compile the model's vector field (default: off).")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, out, resume_dir, force,
-            save_every_steps, device, data_root, download, progress):
-    """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder."""
+            save_every_steps, compile_field, device, data_root, download, progress):
+    """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
+
+    Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
+    processes; --batch-size stays the global batch (each process takes batch_size // N).
+    """
     from ..training import resolve_run_config, resume_run, train_run
+    from ..training.distributed import is_main
 
     if resume_dir:
         summary = resume_run(resume_dir, data_root=data_root, download=download,
@@ -37,12 +44,14 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, out
         run_dir = resume_dir
     else:
         overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "save_every_steps": save_every_steps}
+                     "save_every_steps": save_every_steps, "compile": compile_field}
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
         from ..training.run import default_run_dir
 
         run_dir = out or default_run_dir(resolved)
         summary = train_run(resolved, run_dir, data_root=data_root, download=download,
                             device=device, progress=progress, force=force)
+    if not is_main():
+        return
     click.echo(f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.4f} "
                f"after {summary['epochs']} epochs ({summary['train_seconds']:.0f}s) -> {run_dir}")

@@ -2,10 +2,10 @@
 
 `torchrun --nproc_per_node=N -m zubov_bench train ...` sets WORLD_SIZE, RANK and LOCAL_RANK; with
 WORLD_SIZE > 1 the run joins a process group (NCCL on CUDA, gloo on CPU). Every rank draws the
-same seeded permutation per epoch and takes its own disjoint slice of each global batch: a rank
-trains on `batch_size // WORLD_SIZE` examples per step, so the global batch, the number of steps
-and the learning-rate recipe are those of a single-process run. Gradients are averaged by
-DistributedDataParallel; only rank 0 writes files.
+same seeded permutation per epoch, cuts each batch of `batch_size` examples into WORLD_SIZE
+disjoint parts and trains on its own part (about batch_size // WORLD_SIZE examples), so the
+batches, the number of steps and the learning-rate recipe are those of a single-process run.
+DistributedDataParallel averages the gradients; only rank 0 writes files.
 
 Without a process group every helper here is a no-op that returns the single-process answer, so
 a plain `zubov-bench train` runs exactly the code it ran before.
@@ -66,7 +66,9 @@ def process_group(device: torch.device):
             raise UserError(f"LOCAL_RANK {local_rank()} has no GPU ({torch.cuda.device_count()} visible); "
                             "use --nproc_per_node <= the number of GPUs")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank()))
+    else:
+        dist.init_process_group("gloo")
     try:
         yield
     finally:
@@ -85,42 +87,53 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextmanager
+def main_first():
+    """Rank 0 runs the block first (e.g. a dataset download), then the other ranks."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
 # --- data ------------------------------------------------------------------------------
-def per_rank_batch(batch_size: int) -> int:
-    world = world_size()
-    if batch_size < world:
-        raise UserError(f"--batch-size {batch_size} is smaller than the {world} processes; "
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < world_size():
+        raise UserError(f"--batch-size {batch_size} is smaller than the {world_size()} processes; "
                         f"each process needs at least one example per step")
-    return batch_size // world
 
 
-def global_batch(batch_size: int) -> int:
-    """Examples per optimizer step over all ranks: batch_size, rounded down to a multiple of W."""
-    return per_rank_batch(batch_size) * world_size()
+def rank_batch(perm: torch.Tensor, step: int, batch_size: int) -> tuple[torch.Tensor, float]:
+    """This rank's indices for `step`, and its share of the step's examples.
 
-
-def rank_batch(perm: torch.Tensor, step: int, batch_size: int) -> torch.Tensor:
-    """This rank's indices for `step`. Single process: perm[step*B:(step+1)*B] (short last batch).
-
-    With W ranks, global batch s is perm[s*G:(s+1)*G] (G = W * (B // W)) and rank r takes its
-    r-th contiguous block of B // W; the last global batch wraps around to the start of the
-    permutation, so every rank runs the same number of equally sized steps.
+    Every rank cuts the same batch perm[step*B:(step+1)*B] that a single process would train
+    on into W near-equal parts (sizes differ by at most one) and takes part `rank`. A rank left
+    without an example (a last batch shorter than W) gets a stand-in example with share 0, so
+    all ranks run the same steps.
     """
+    batch = perm[step * batch_size:(step + 1) * batch_size]
     if world_size() == 1:
-        return perm[step * batch_size:(step + 1) * batch_size]
-    per = per_rank_batch(batch_size)
-    start = (step * world_size() + rank()) * per
-    return perm[torch.arange(start, start + per, device=perm.device) % len(perm)]
+        return batch, 1.0
+    mine = torch.tensor_split(batch, world_size())[rank()]
+    share = len(mine) / len(batch)
+    return (mine if len(mine) else batch[:1]), share
 
 
-def mean_across_ranks(terms: dict, device: torch.device) -> dict:
-    """Average the per-step metric floats over ranks (for logging; identical on every rank)."""
+def weight_loss(loss: torch.Tensor, share: float) -> torch.Tensor:
+    """Scale this rank's mean loss so that DDP's gradient average is the gradient of the mean
+    loss over the whole batch (exact for per-example means, whatever the part sizes)."""
+    return loss * (share * world_size()) if is_distributed() else loss
+
+
+def mean_across_ranks(terms: dict, share: float, device: torch.device) -> dict:
+    """The batch-wide mean of the per-step metric floats (for logging; the same on every rank)."""
     if not is_distributed():
         return terms
     keys = list(terms)  # same order on every rank: the same code made the dict
-    values = torch.tensor([float(terms[k]) for k in keys], dtype=torch.float64, device=device)
+    values = torch.tensor([float(terms[k]) * share for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(values)
-    return {k: float(v) / world_size() for k, v in zip(keys, values.tolist())}
+    return dict(zip(keys, values.tolist()))
 
 
 # --- the model ---------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
     tcfg = TrainConfig(**{**train_kw, "device": device, "progress": progress})
     tcfg.validate()
     dev = resolve_device(device)
-    data = load_dataset(resolved["dataset"], data_root, download)
+    with distributed.main_first():  # one download or unpacking, not one per rank
+        data = load_dataset(resolved["dataset"], data_root, download)
     torch.manual_seed(tcfg.seed)
     model = create_model(resolved["model"], data.spec, **resolved["model_config"])
     info = {"model": resolved["model"], "dataset": resolved["dataset"], "seed": tcfg.seed}

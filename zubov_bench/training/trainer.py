@@ -111,7 +111,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_info = run_info
         self.device = distributed.rank_device(resolve_device(cfg.device))
-        distributed.per_rank_batch(cfg.batch_size)  # fail now if the batch cannot be split
+        distributed.check_batch_size(cfg.batch_size)
         self.stages = model.training_stages()
         self.stage_epochs = stage_epochs([s.epoch_fraction for s in self.stages], cfg.epochs)
         self.progress = Progress()
@@ -139,7 +139,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.x_train) / distributed.global_batch(self.cfg.batch_size))
+        return math.ceil(len(self.x_train) / self.cfg.batch_size)
 
     def _enter_stage(self, index: int) -> None:
         self.progress.stage = index
@@ -201,7 +201,7 @@ class Trainer:
             raise NumericalError(f"non-finite weights in {bad[0]} at {where}; "
                                  f"last good checkpoint kept in {self.run_dir}")
 
-    def _step(self, xb, yb, where: str) -> dict:
+    def _step(self, xb, yb, where: str, share: float = 1.0) -> dict:
         self.model.train()
         try:
             loss, terms = self.loss_fn(xb, yb)
@@ -209,7 +209,7 @@ class Trainer:
             raise NumericalError(f"{exc} at {where}; last good checkpoint kept in {self.run_dir}") from None
         self._check_finite(loss, where)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        distributed.weight_loss(loss, share).backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -225,10 +225,10 @@ class Trainer:
         perm = torch.randperm(len(self.x_train), generator=self.order_gen).to(self.device)
         start = time.perf_counter() - p.epoch_time
         for step in range(p.step_in_epoch, self.steps_per_epoch):
-            idx = distributed.rank_batch(perm, step, self.cfg.batch_size)
+            idx, share = distributed.rank_batch(perm, step, self.cfg.batch_size)
             where = f"epoch {p.epoch + 1}, step {step + 1}"
-            terms = self._step(self.x_train[idx], self.y_train[idx], where)
-            terms = distributed.mean_across_ranks(terms, self.device)
+            terms = self._step(self.x_train[idx], self.y_train[idx], where, share)
+            terms = distributed.mean_across_ranks(terms, share, self.device)
             for k, v in terms.items():
                 p.epoch_sums[k] = p.epoch_sums.get(k, 0.0) + v
             p.epoch_count += 1
