@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from . import fixed_grid
 
 FIXED_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
@@ -89,6 +90,9 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
         kw = dict(rtol=solver.rtol, atol=solver.atol, options=dict(max_num_steps=solver.max_num_steps))
     else:
         kw = dict(options=dict(step_size=solver.T / solver.steps))
+    if solver.method in fixed_grid.METHODS and not solver.adjoint:
+        return _last_or_all(fixed_grid.solve_fixed(func, z0, times, solver.method, solver.T / solver.steps),
+                            only_last)
     odeint = torchdiffeq.odeint_adjoint if solver.adjoint else torchdiffeq.odeint
     try:
         zs = odeint(func, z0, times, method=solver.method, **kw)
@@ -96,6 +100,10 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
         if "max_num_steps" in str(exc) or "underflow" in str(exc):
             raise SolverError(f"ODE solver {solver.describe()} failed: {exc}") from None
         raise
+    return _last_or_all(zs, only_last)
+
+
+def _last_or_all(zs: torch.Tensor, only_last: bool) -> torch.Tensor:
     return zs[-1] if only_last else zs
 
 

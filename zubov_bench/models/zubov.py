@@ -148,27 +148,23 @@ class ZubovNet(ODEModel):
         z0 = self.features(x)
         zs = self.solve(z0, self.grid(max(cfg.traj_points, 2)))
         z_cls = z0 if cfg.classify_at == "z0" else zs[-1]
-        with record_function("lyapunov"):
-            logits = self.logits_from_state(z_cls)
-            v0 = self.lyap(z0)
-        loss_cls = F.cross_entropy(logits, y)
-        loss_sep = self.separation(v0, y, own_term=True)
-
-        con_pts = [zs[: cfg.traj_points].reshape(-1, cfg.d)]
-        con_cls = [y.repeat(min(cfg.traj_points, len(zs)))]
-        if cfg.eq_samples > 0:
-            p, c = self.equilibrium_samples()
-            con_pts.append(p), con_cls.append(c)
-        n_boundary = 0
+        b, b_cls, shells, s_cls = z0[:0], y[:0], z0[:0], y[:0]
         if cfg.boundary and cfg.lambda_con + cfg.lambda_sep > 0:
             with record_function("boundary_sampling"):
                 b, b_cls, shells, s_cls = self.boundary_points(z0)
-            n_boundary = len(b)
-            con_pts += [b, shells]
-            con_cls += [b_cls, s_cls]
-            if n_boundary:
-                with record_function("lyapunov"):
-                    loss_sep = loss_sep + self.separation(self.lyap(b), b_cls, own_term=False)
+        with record_function("lyapunov"):  # one batched evaluation of every class's V
+            v_cls, v0, v_b = self.lyap(torch.cat([z_cls, z0, b])).split([len(z_cls), len(z0), len(b)])
+        logits = -v_cls / self.log_tau.exp()
+        loss_cls = F.cross_entropy(logits, y)
+        loss_sep = self.separation(v0, y, own_term=True)
+        if len(b):
+            loss_sep = loss_sep + self.separation(v_b, b_cls, own_term=False)
+
+        con_pts = [zs[: cfg.traj_points].reshape(-1, cfg.d), b, shells]
+        con_cls = [y.repeat(min(cfg.traj_points, len(zs))), b_cls, s_cls]
+        if cfg.eq_samples > 0:
+            p, c = self.equilibrium_samples()
+            con_pts.append(p), con_cls.append(c)
         pts = torch.cat(con_pts)
         if cfg.detach_points:
             pts = pts.detach()
@@ -186,6 +182,6 @@ class ZubovNet(ODEModel):
             terms["eq_dist"] = F.relu(cfg.eq_min_dist - dist[off]).pow(2).sum() / 2
             loss = loss + cfg.lambda_eq_dist * terms["eq_dist"]
         terms = {k: float(v.detach()) for k, v in terms.items()}
-        terms["n_boundary"] = float(n_boundary)
+        terms["n_boundary"] = float(len(b))
         terms["acc"] = batch_accuracy(logits, y)
         return loss, terms
