@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from zubov_bench.checkpoint import save_checkpoint
 from zubov_bench.cli import main
+from zubov_bench.errors import UserError
 from zubov_bench.evaluation import GradientView, GradSolver, ResultsStore, evaluate
 from zubov_bench.evaluation import runner
 from zubov_bench.evaluation.batch import check_threat_model, run_batch
@@ -133,6 +134,26 @@ def test_shards_merge_into_exactly_the_single_run(node_ckpt, tmp_path):
         assert [getattr(m, f) for f in fields] == [getattr(r, f) for f in fields]
         for name, array in a.outcomes(r.id).items():
             assert np.array_equal(b.outcomes(r.id)[name], array), name
+
+
+def test_jobs_run_shards_in_workers_and_give_the_single_run_records(node_ckpt, tmp_path):
+    kw = dict(attacks=["fgsm", "pgd:steps=5"], eps="0.1", **SMALL)
+    single = evaluate([node_ckpt], out=tmp_path / "single", **kw)
+    parallel = evaluate([node_ckpt], out=tmp_path / "jobs", jobs=2, **kw)
+    fields = ("id", "n", "clean_acc", "robust_acc", "n_failed", "members", "params", "sanity", "shard")
+    assert sorted([getattr(r, f) for f in fields] for r in parallel) == \
+        sorted([getattr(r, f) for f in fields] for r in single)
+    a, b = ResultsStore(tmp_path / "single"), ResultsStore(tmp_path / "jobs")
+    for r in a.records():
+        for name, array in a.outcomes(r.id).items():
+            assert np.array_equal(b.outcomes(r.id)[name], array), name
+
+
+@pytest.mark.parametrize("jobs,shard", [(0, None), (2, "0/2")])
+def test_bad_jobs_are_refused_before_anything_is_written(node_ckpt, tmp_path, jobs, shard):
+    with pytest.raises(UserError, match="--jobs"):
+        evaluate([node_ckpt], attacks=["fgsm"], out=tmp_path / "out", jobs=jobs, shard=shard, **SMALL)
+    assert not (tmp_path / "out").exists()
 
 
 def test_ode_with_adaptive_solver_is_attacked_through_both_solvers(trained_node, tmp_path):

@@ -34,14 +34,17 @@ def _integer(value: str | None, option: str, default: int) -> int:
               help="Results folder (records.jsonl, records.csv, outcomes/).")
 @click.option("--force", is_flag=True, help="Recompute records that already exist.")
 @click.option("--shard", metavar="i/N", help="Evaluate only batch slice i of N (0 <= i < N); shards merge exactly.")
+@click.option("--jobs", "-j", metavar="N",
+              help="Worker processes, each evaluating shard i/N with its share of the threads; the "
+                   "records are those of one process.  [default: 1]")
 @click.option("--transfer-from", metavar="PATH",
               help="Source checkpoint for the transfer attack.")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
-def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver, out, force, shard, transfer_from,
-            device, data_root, download, progress):
+def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver, out, force, shard, jobs,
+            transfer_from, device, data_root, download, progress):
     """Attack checkpoints with every registered perturbation; store records, outcomes and sanity checks."""
     from ..evaluation import evaluate
     from ..evaluation.runner import DEFAULT_BATCH_SIZE
@@ -53,6 +56,6 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
         batch_size=_integer(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
         seed=_integer(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out, force=force,
         shard=shard, transfer_from=transfer_from, data_root=data_root, download=download, progress=progress,
-        log=lambda message: click.echo(message, err=True))
+        log=lambda message: click.echo(message, err=True), jobs=_integer(jobs, "--jobs", 1))
     click.echo(format_summary(records))
     click.echo(f"\nrecords: {out}/records.jsonl (+ records.csv, outcomes/)")

@@ -56,12 +56,19 @@ def _stderr(message: str) -> None:
 def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_size: int = DEFAULT_BATCH_SIZE,
              seed: int = 0, device: str = "auto", grad_solver=None, out="results/eval", force: bool = False,
              shard=None, transfer_from=None, data_root=None, download: bool = False, progress: bool = True,
-             log: Callable[[str], None] = _stderr) -> list[Record]:
-    """Evaluate checkpoints; returns the records of this evaluation (worst case included)."""
+             log: Callable[[str], None] = _stderr, jobs: int = 1) -> list[Record]:
+    """Evaluate checkpoints; returns the records of this evaluation (worst case included).
+
+    `jobs` > 1 runs shards 0..jobs-1 in as many worker processes, then merges them here.
+    """
+    worker_args = dict(checkpoints=checkpoints, attacks=attacks, eps=eps, n_samples=n_samples,
+                       batch_size=batch_size, seed=seed, device=device, grad_solver=grad_solver, out=out,
+                       force=force, transfer_from=transfer_from, data_root=data_root, download=download)
     paths = resolve_checkpoints(checkpoints)
     _validate_sizes(n_samples, batch_size, seed)
     eps = parse_eps(eps)
     shard = parse_shard(shard)
+    _check_jobs(jobs, shard)
     views = parse_grad_solvers(grad_solver) if isinstance(grad_solver, (str, type(None))) else list(grad_solver)
     if transfer_from is not None and not Path(transfer_from).is_file():
         raise UserError(f"--transfer-from checkpoint not found: {transfer_from}")
@@ -70,6 +77,9 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
     for path in paths:  # validate everything before writing anything
         _validate_checkpoint(path, requests, eps, transfer_from)
     check_writable_target(out)
+    if jobs > 1:
+        run_shard_workers(jobs, worker_args, log)
+        force = False  # the workers computed every record; this pass merges and reads them back
     store = ResultsStore(out)
     store.tidy()
     ids: list[str] = []
@@ -80,6 +90,36 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
             ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
     by_id = {r.id: r for r in store.all_records()}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+
+def _check_jobs(jobs, shard) -> None:
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and shard:
+        raise UserError("--jobs runs the shards itself; do not combine it with --shard")
+
+
+def run_shard_workers(jobs: int, args: dict, log: Callable[[str], None]) -> None:
+    """Shard i/jobs in worker i, each with an equal share of this process's torch threads.
+
+    Small models gain little from a second intra-op thread, so on a CPU separate processes
+    are the way to use several cores. Each shard is resumable on its own.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    log(f"eval: {jobs} worker processes, {threads} torch thread(s) each")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(_shard_worker, {**args, "shard": f"{i}/{jobs}"}, threads) for i in range(jobs)]
+        for future in futures:
+            future.result()  # re-raises a worker's error here
+
+
+def _shard_worker(args: dict, threads: int) -> None:
+    torch.set_num_threads(threads)
+    evaluate(**args, progress=False)
 
 
 def resolve_checkpoints(checkpoints) -> list[str]:
