@@ -1,0 +1,98 @@
+"""What every benchmark shares: interleaved timing, the machine's description, shared fixtures."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each callable. Rounds alternate their order, so a change in the
+    machine's load during the run hits every contender alike instead of biasing a ratio."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine(device: torch.device) -> dict:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "commit": git_commit(), "load_at_start": round(load, 2),
+    }
+
+
+@dataclass
+class Report:
+    """Markdown sections plus the ratios that have a target, printed as they arrive."""
+
+    sections: list[str] = field(default_factory=list)
+    ratios: list[tuple[str, float, float | None]] = field(default_factory=list)
+
+    def section(self, title: str, lines: list[str]) -> None:
+        text = "\n".join([f"### {title}", "", *lines, ""])
+        self.sections.append(text)
+        print(text, flush=True)
+
+    def ratio(self, name: str, value: float, target: float | None = None) -> str:
+        self.ratios.append((name, value, target))
+        return f"{value:.2f}x" + ("" if target is None else f" (target <= {target:.2f}x: "
+                                 f"{'met' if value <= target else 'NOT met'})")
+
+    def summary(self) -> list[str]:
+        lines = ["| ratio | measured | target | |", "|---|---|---|---|"]
+        for name, value, target in self.ratios:
+            verdict = "" if target is None else ("met" if value <= target else "**not met**")
+            lines.append(f"| {name} | {value:.2f}x | {'' if target is None else f'<= {target:.2f}x'} "
+                         f"| {verdict} |")
+        return lines
+
+
+def table(header: list[str], rows: list[list[object]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"

@@ -1,0 +1,88 @@
+"""Run every benchmark and print its ratios: `python bench/run.py [--quick] [--write]`.
+
+Each benchmark measures its reference in the same run on the same machine, interleaving the
+contenders, so the ratios hold on a loaded machine where absolute times do not. `--write` puts the
+report into bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import attacks  # noqa: E402
+import compiled_field  # noqa: E402
+import solvers  # noqa: E402
+import train_step  # noqa: E402
+from common import ROOT, Report, machine, table  # noqa: E402
+from zubov_bench.device import resolve_device  # noqa: E402
+from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
+
+BENCHMARKS = ("train_step", "compile", "attacks", "solvers")
+
+
+def trained_checkpoints(folder: Path, epochs: int) -> dict[str, str]:
+    """Small digits models for the attack and solver benchmarks: undefended node, Zubov-Net."""
+    out = {}
+    for model in ("node", "zubov"):
+        resolved = resolve_run_config(model, "digits", None, {"epochs": epochs, "seed": 0}, {})
+        train_run(resolved, folder / model, progress=False, device="cpu")
+        out[model] = str(folder / model / "model.pt")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only these benchmarks")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (training step only)")
+    parser.add_argument("--write", action="store_true", help="write the report to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    chosen = args.only or list(BENCHMARKS)
+    info = machine(device)
+    report, start = Report(), time.time()
+    print(f"machine: {info}", flush=True)
+    if "train_step" in chosen:
+        train_step.run(report, device, args.quick)
+    if "compile" in chosen:
+        compiled_field.run(report, device, args.quick)
+    if {"attacks", "solvers"} & set(chosen):
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoints = trained_checkpoints(Path(tmp), epochs=3 if args.quick else 6)
+            if "attacks" in chosen:
+                attacks.run(report, checkpoints, args.quick)
+            if "solvers" in chosen:
+                solvers.run(report, checkpoints, args.quick)
+    minutes = (time.time() - start) / 60
+    summary = report.summary()
+    print("\n".join(["### Summary", "", *summary]), flush=True)
+    print(f"\nbench finished in {minutes:.1f} min")
+    if args.write:
+        write_results(info, report, summary, minutes, args)
+    return 0
+
+
+def write_results(info: dict, report: Report, summary: list[str], minutes: float, args) -> None:
+    command = "python bench/run.py --write" + (" --quick" if args.quick else "") + \
+        "".join(f" --only {o}" for o in args.only or [])
+    lines = ["# Benchmark results", "", f"Produced by `{command}` in {minutes:.1f} min.", ""]
+    lines += table(list(info), [list(info.values())])
+    if "cuda" not in str(args.device) and not torch.cuda.is_available():
+        lines += ["", "No GPU was available to the session that produced this file, so the GPU figures "
+                      "the performance issue asks for (images/s on FashionMNIST, AutoAttack time per "
+                      "1,000 images) are not here; `python bench/run.py --device cuda --write` on a GPU "
+                      "machine adds the training-step figures."]
+    lines += ["", "## Summary", "", *summary, "", "## Details", "", *report.sections]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
