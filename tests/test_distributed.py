@@ -7,12 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
 
+from helpers import wait_for_checkpoints
 from zubov_bench.checkpoint import load_checkpoint
 from zubov_bench.errors import UserError
 from zubov_bench.training import distributed, resolve_run_config, resume_run, train_run
@@ -92,22 +92,11 @@ def test_only_rank_zero_writes_and_reports(runs):
     assert meta["model"] == "node" and meta["extra"]["test_acc"] == metrics(runs["two"])[-1]["test_acc"]
 
 
-def wait_for_two_checkpoints(path, proc, timeout=240):
-    seen, deadline = set(), time.time() + timeout
-    while len(seen) < 2 and time.time() < deadline and proc.poll() is None:
-        try:
-            st = os.stat(path)
-            seen.add((st.st_ino, st.st_mtime_ns))
-        except FileNotFoundError:
-            pass
-        time.sleep(0.002)
-
-
 def test_killed_torchrun_resumes_exactly(runs, env, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(torchrun(ARGS + ["--out", str(killed)]), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_two_checkpoints(killed / STATE_FILE, proc)
+    wait_for_checkpoints(killed / STATE_FILE, proc, count=2, timeout=240)
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, mid-epoch
     proc.wait()
     assert not (killed / "model.pt").exists(), "the run finished before it was killed; kill earlier"

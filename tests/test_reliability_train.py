@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import csv
-import os
 import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from helpers import wait_for_checkpoints
 from zubov_bench.checkpoint import load_checkpoint, read_payload, save_checkpoint, state_hash
 from zubov_bench.errors import UserError
 from zubov_bench.models import create_model
@@ -37,18 +36,6 @@ def assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-def wait_for_checkpoints(state, proc, count, timeout=300):
-    """Poll until `count` checkpoints were written (each atomic write is a new file)."""
-    seen, deadline = set(), time.time() + timeout
-    while len(seen) < count and time.time() < deadline and proc.poll() is None:
-        try:
-            st = os.stat(state)
-            seen.add((st.st_ino, st.st_mtime_ns))
-        except FileNotFoundError:
-            pass
-        time.sleep(0.002)
 
 
 @pytest.mark.parametrize("model", ["node", "zubov"])
