@@ -39,6 +39,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, cli_env):
     torch.load(run / "model.pt", weights_only=True)  # safe to load
     model, meta = load_checkpoint(run / "model.pt")
     assert meta["model"] == "node" and meta["extra"]["test_acc"] == float(rows[-1]["test_acc"])
+    assert "method" not in meta["extra"]  # tables label it by its model name
     # a second run into the same folder is refused rather than silently overwriting it
     again = run_cli(["train", "--model", "node", "--out", str(run), "--no-progress"], env=cli_env)
     assert again.returncode != 0 and "already holds a run" in again.stderr
@@ -82,3 +83,16 @@ def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path, cli_env):
     assert len(lines) == 1, out.stderr
     assert "Traceback" not in out.stderr and message in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_label_names_the_method_in_checkpoint_and_records(tmp_path, cli_env):
+    from zubov_bench.evaluation import evaluate
+
+    run = tmp_path / "run"
+    out = run_cli(["train", "--model", "node", "--dataset", "digits", "--epochs", "1", "--label", "node-abl",
+                   "--no-progress", "--out", str(run), "--device", "cpu"], env=cli_env)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(open(run / "config.yaml"))["method"] == "node-abl"
+    records = evaluate([str(run / "model.pt")], attacks=["gaussian"], eps="0.1", n_samples=20, batch_size=20,
+                       out=tmp_path / "eval", progress=False, log=lambda m: None, device="cpu")
+    assert {r.method for r in records} == {"node-abl"} and {r.model for r in records} == {"node"}

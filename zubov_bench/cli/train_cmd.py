@@ -17,6 +17,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
               help="YAML or TOML file with model, dataset, train: {...} and model_config: {...}.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override one model config value (repeatable), e.g. --set lambda_con=0.")
+@click.option("--label", help="Method name in tables (default: the model name), e.g. for an ablation.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default checkpoints/MODEL-DATASET-sSEED).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this folder from its last checkpoint.")
@@ -28,7 +29,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
-def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, out, resume_dir, force,
+def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
             save_every_steps, compile_field, device, data_root, download, progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
@@ -46,6 +47,8 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, out
         overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                      "save_every_steps": save_every_steps, "compile": compile_field}
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
+        if label:
+            resolved["method"] = label
         from ..training.run import default_run_dir
 
         run_dir = out or default_run_dir(resolved)

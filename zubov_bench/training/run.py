@@ -36,7 +36,10 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
     unknown = sorted(set(train) - known)
     if unknown:
         raise UserError(f"unknown training key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return {"model": model, "dataset": dataset, "train": train, "model_config": model_cfg}
+    resolved = {"model": model, "dataset": dataset, "train": train, "model_config": model_cfg}
+    if file_cfg.get("method"):
+        resolved["method"] = str(file_cfg["method"])
+    return resolved
 
 
 def default_run_dir(resolved: dict) -> Path:
@@ -64,6 +67,8 @@ def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
     torch.manual_seed(tcfg.seed)
     model = create_model(resolved["model"], data.spec, **resolved["model_config"])
     info = {"model": resolved["model"], "dataset": resolved["dataset"], "seed": tcfg.seed}
+    if resolved.get("method"):  # the row label in tables, e.g. one ablation of a model
+        info["method"] = resolved["method"]
     trainer = Trainer(model, data, tcfg, run_dir, info)
     trainer.device = distributed.rank_device(dev)
     return trainer
