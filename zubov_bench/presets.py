@@ -29,7 +29,7 @@ MODEL_PRESETS: dict[tuple[str, str], dict] = {
                                    "alpha": 1.0, "T": 2.0}},
     # fashion-mnist: 8 rays per class, consistency on z0 and z(T), Lyapunov width 64. Against the
     # spec's 32 / 3 points / 128 (seed 0, 5 epochs) it gave 89.65% vs 89.69% clean and 15.6% vs 15.0%
-    # PGD-L∞ at eps 0.05 (500 images), with a step 1.4x node's instead of 2.2x (bench/RESULTS.md)
+    # PGD-L∞ at eps 0.05 (500 images), with a step 1.4-1.6x node's instead of 2.2-2.4x (bench/)
     ("zubov", "fashion-mnist"): {"model": {"boundary_rays": 8, "traj_points": 2, "lyap_width": 64}},
 }
 
