@@ -14,7 +14,7 @@ from torch import nn
 
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
-from zubov_bench.models import ODEConfig, ODEModel, batch_accuracy, register_model
+from zubov_bench.models import ODEConfig, ODEModel, classification_loss, register_model
 from zubov_bench.presets import register_preset
 
 
@@ -78,8 +78,7 @@ class ConvNeuralODE(ODEModel):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor):
         logits = self(self.augment(x))
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
+        return classification_loss(logits, y)
 
 
 register_preset("node-conv", "digits", {"train": {"epochs": 6}})  # ~10 s of CPU per epoch

@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import jacrev, vmap
 
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
-from zubov_bench.models import ODEConfig, ODEModel, SolverConfig, Stage, batch_accuracy, register_model
+from zubov_bench.models import ODEConfig, ODEModel, SolverConfig, Stage, classification_loss, register_model
 from zubov_bench.models.layers import make_stem, simplex_vectors
 from zubov_bench.presets import register_preset
 
@@ -95,8 +94,7 @@ class SODEF(ODEModel):
     # --- the three stages ---------------------------------------------------------------
     def feature_loss(self, x, y):
         logits = self.features(self.augment(x)) @ self.simplex_head.T
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
+        return classification_loss(logits, y)
 
     def ode_loss(self, x, y):
         cfg = self.cfg
@@ -113,8 +111,7 @@ class SODEF(ODEModel):
         with torch.no_grad(), self.using_solver(self.train_solver):
             z_T = self.solve(self.features(x))
         logits = self.head(z_T)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
+        return classification_loss(logits, y)
 
     def _start_head_stage(self) -> None:
         self.head.reset_parameters()

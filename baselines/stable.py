@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zubov_bench.data.base import DataSpec
-from zubov_bench.models import ODEConfig, ODEModel, batch_accuracy, register_model
+from zubov_bench.models import ODEConfig, ODEModel, classification_loss, register_model
 from zubov_bench.models.layers import MLPField, make_stem, simplex_vectors
 from zubov_bench.models.lyapunov import LyapunovConfig, LyapunovNet
 from zubov_bench.presets import register_preset
@@ -116,8 +116,7 @@ class StableNODE(ODEModel):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor):
         logits = self(self.augment(x))
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
+        return classification_loss(logits, y)
 
 
 register_preset("stable", "*", {"train": {"grad_clip": 1.0}})

@@ -1,6 +1,9 @@
 """Training step: Zubov-Net against `node` with the same stem, width and solver, and its split."""
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -44,9 +47,6 @@ def make_step(model, x, y):
 
 def forward_backward(model, x, y, repeats: int) -> tuple[float, float]:
     """Median seconds of the loss (forward) and of its backward pass."""
-    import statistics
-    import time
-
     fwd, bwd = [], []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
@@ -95,6 +96,12 @@ def make_config(config_cls, overrides: dict):
 
 def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.detach().argmax(1) == y).float().mean())
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor):
+    """Cross-entropy and the terms every classifier logs: (loss, {"cls", "acc"})."""
+    loss = F.cross_entropy(logits, y)
+    return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
 
 
 class Normalize(nn.Module):

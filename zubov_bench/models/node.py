@@ -1,11 +1,10 @@
 """`node`: the vanilla Neural ODE control (Chen et al. 2018), same stem, width and solver as Zubov-Net."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import DataSpec
-from .base import ODEConfig, ODEModel, batch_accuracy
+from .base import ODEConfig, ODEModel, classification_loss
 from .layers import MLPField, make_stem
 from .registry import register_model
 
@@ -27,5 +26,4 @@ class NeuralODE(ODEModel):
 
     def training_loss(self, x, y):
         logits = self(self.augment(x))
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cls": float(loss.detach()), "acc": batch_accuracy(logits, y)}
+        return classification_loss(logits, y)

@@ -102,7 +102,11 @@ class ZubovNet(ODEModel):
         return self.lyap(z, cls)
 
     def logits_from_state(self, z: torch.Tensor) -> torch.Tensor:
-        return -self.lyap(z) / self.log_tau.exp()
+        return self.logits_from_lyapunov(self.lyap(z))
+
+    def logits_from_lyapunov(self, v: torch.Tensor) -> torch.Tensor:
+        """l_k = -V_k / tau."""
+        return -v / self.log_tau.exp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z0 = self.features(x)
@@ -154,7 +158,7 @@ class ZubovNet(ODEModel):
                 b, b_cls, shells, s_cls = self.boundary_points(z0)
         with record_function("lyapunov"):  # one batched evaluation of every class's V
             v_cls, v0, v_b = self.lyap(torch.cat([z_cls, z0, b])).split([len(z_cls), len(z0), len(b)])
-        logits = -v_cls / self.log_tau.exp()
+        logits = self.logits_from_lyapunov(v_cls)
         loss_cls = F.cross_entropy(logits, y)
         loss_sep = self.separation(v0, y, own_term=True)
         if len(b):
