@@ -49,15 +49,17 @@ def default_out(preset: Preset) -> Path:
 
 
 def resolve_models(preset: Preset, models) -> list[str]:
-    """--models a,b, else the preset's list, else every registered model (looked up now) except
-    the ones the preset excludes."""
+    """--models a,b, else the preset's list (a sweep: its variant labels), else every registered
+    model (looked up now) except the ones the preset excludes."""
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
         if not models:
             raise UserError("--models is empty")
     names = list(models or preset.models or [m for m in MODELS.names() if m not in preset.exclude])
     for name in names:
-        MODELS.get(name)  # a UserError with a suggestion for unknown names
+        if preset.variants and name not in preset.variants:
+            raise UserError(f"unknown variant {name!r}; this sweep has: {', '.join(preset.variants)}")
+        MODELS.get(preset.variant(name).model)  # a UserError with a suggestion for unknown names
     return list(dict.fromkeys(names))
 
 
@@ -80,18 +82,21 @@ def equivalent_command(preset: str, out: Path, models, device: str, data_root, d
 
 
 def plan_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]:
-    """Every (dataset, seed, model) run; the transfer source is trained even when not evaluated."""
+    """Every (dataset, model or variant, seed) run; the transfer source is trained even when not
+    evaluated."""
     source = transfer_source(preset.eval)
+    extra = [source] if source and source not in names else []
     runs = []
     for dataset in preset.datasets:
-        for seed in preset.seeds:
-            extra = [source] if source and source not in names else []
-            for model in extra + names:
-                role = "evaluated" if model in names else "transfer source only"
-                if model == source and model in names:
-                    role = "evaluated; transfer source"
-                runs.append(plan_run(model, dataset, seed, preset.train_overrides(model, dataset),
-                                     preset.model_overrides(model, dataset), root, model in names, role))
+        for label in extra + names:
+            variant = preset.variant(label)
+            role = "evaluated" if label in names else "transfer source only"
+            if label == source and label in names:
+                role = "evaluated; transfer source"
+            train = {**preset.train_overrides(variant.model, dataset), **variant.train}
+            model_config = {**preset.model_overrides(variant.model, dataset), **variant.model_config}
+            runs += [plan_run(variant.model, dataset, seed, train, model_config, root, label in names, role, label)
+                     for seed in variant.seeds or preset.seeds]
     return runs
 
 
@@ -159,7 +164,7 @@ class Reproduction:
                 tasks += self._trained(run, ensure_trained(run, log=self.log, **self._common))
             else:
                 priority = PRIORITY_ROA if run in self.roa_runs else \
-                    PRIORITY_SOURCE if run.model == source else PRIORITY_TRAIN
+                    PRIORITY_SOURCE if run.method == source else PRIORITY_TRAIN
                 tasks.append(Task(f"train:{run.name}", train, run, priority))
         return tasks
 
@@ -181,8 +186,11 @@ class Reproduction:
         return self._roa_tasks(run) if run in self.roa_runs else self._eval_tasks()
 
     def _source_run(self, run: RunPlan) -> RunPlan | None:
+        """The transfer source of the same dataset and seed, else of its first seed (a sweep may
+        train the target with more seeds than the source)."""
         name = transfer_source(self.preset.eval)
-        return next((r for r in self.runs if (r.model, r.dataset, r.seed) == (name, run.dataset, run.seed)), None)
+        candidates = [r for r in self.runs if (r.method, r.dataset) == (name, run.dataset)]
+        return next((r for r in candidates if r.seed == run.seed), candidates[0] if candidates else None)
 
     def _cost(self, run: RunPlan) -> float:
         """Seconds per training epoch: a proxy for how slow the model is to attack."""
@@ -273,7 +281,7 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
     names = resolve_models(preset, models)
     for helper in [preset.eval.transfer_source] + (preset.roa.models if preset.roa else []):
         if helper:
-            MODELS.get(helper)
+            MODELS.get(preset.variant(helper).model)
     for dataset in preset.datasets + ([preset.roa.dataset] if preset.roa else []):
         DATASETS.get(dataset)
     validate_groups(preset.eval)

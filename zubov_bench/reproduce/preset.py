@@ -6,6 +6,7 @@ The built-in presets live in `presets.yaml` next to this file. Users add their o
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,23 @@ from ..registry import Registry
 
 BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
 TOP_KEYS = {"description", "datasets", "models", "exclude", "seeds", "train", "model_config", "eval", "tradeoff",
-            "roa", "notes", "expected_time", "threads", "jobs"}
+            "roa", "notes", "expected_time", "threads", "jobs", "variants"}
 EVAL_KEYS = {"n_samples", "batch_size", "seed", "grad_solver", "attacks", "transfer_source"}
 ROA_KEYS = {"dataset", "models", "train", "model_config", "resolution", "horizon", "steps"}
+VARIANT_KEYS = {"model", "model_config", "train", "seeds", "grid"}
+TRAIN_PREFIX = "train."  # a grid key with this prefix sweeps a training setting, not a model setting
+
+
+@dataclass
+class Variant:
+    """One row of a sweep: a label (the method name in tables), the registered model it trains,
+    and its own overrides on top of the preset's budgets."""
+
+    label: str
+    model: str
+    model_config: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    seeds: list[int] | None = None  # None: the preset's seeds
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,12 @@ class Preset:
     expected_time: str = ""
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     jobs: int = 1  # worker processes for training runs and checkpoint evaluations
+    variants: dict[str, Variant] = field(default_factory=dict)  # label -> variant (a sweep); empty: models
     source: dict = field(default_factory=dict)  # the mapping it was built from
+
+    def variant(self, label: str) -> Variant:
+        """The variant with this label; a plain model name is the variant of itself."""
+        return self.variants.get(label) or Variant(label, label)
 
     def train_overrides(self, model: str, dataset: str) -> dict:
         return _layered(self.train, model, dataset)
@@ -174,10 +194,53 @@ def _roa_plan(name: str, data) -> RoAPlan | None:
     return plan
 
 
+def _grid_points(name: str, label: str, grid) -> list[tuple[str, dict, dict]]:
+    """{key: [values]} -> (label suffix, model config, train overrides) per point of the product."""
+    if not grid:
+        return [("", {}, {})]
+    _require(isinstance(grid, dict) and all(isinstance(v, list) and v for v in grid.values()), name,
+             f"variant {label!r}: grid must map setting names to non-empty lists of values")
+    points = []
+    for values in itertools.product(*grid.values()):
+        model_config, train = {}, {}
+        for key, value in zip(grid, values):
+            if key.startswith(TRAIN_PREFIX):
+                train[key[len(TRAIN_PREFIX):]] = value
+            else:
+                model_config[key] = value
+        suffix = "-".join(f"{key.removeprefix(TRAIN_PREFIX)}={value}" for key, value in zip(grid, values))
+        points.append(("-" + suffix, model_config, train))
+    return points
+
+
+def _variants(name: str, data) -> dict[str, Variant]:
+    """label -> {model, model_config, train, seeds, grid}; a grid expands into one variant per point."""
+    if data is None:
+        return {}
+    _require(isinstance(data, dict) and data, name, "variants must map labels to settings")
+    out: dict[str, Variant] = {}
+    for label, spec in data.items():
+        spec = {} if spec is None else spec
+        _check_keys(name, f"variant {label!r}", spec, VARIANT_KEYS)
+        model = spec.get("model", label)
+        _require(isinstance(model, str) and model, name, f"variant {label!r}: model must be a model name")
+        for key in ("model_config", "train"):
+            _require(isinstance(spec.get(key) or {}, dict), name, f"variant {label!r}: {key} must be a mapping")
+        seeds = _int_list(name, f"variant {label!r}: seeds", spec["seeds"]) if "seeds" in spec else None
+        for suffix, model_config, train in _grid_points(name, str(label), spec.get("grid")):
+            full = f"{label}{suffix}"
+            _require(full not in out, name, f"two variants are labelled {full!r}")
+            out[full] = Variant(full, model, {**copy.deepcopy(spec.get("model_config") or {}), **model_config},
+                                {**copy.deepcopy(spec.get("train") or {}), **train}, seeds)
+    return out
+
+
 def parse_preset(name: str, data: dict) -> Preset:
     """Validate a preset mapping (as in presets.yaml) into a Preset; UserError on any mistake."""
     _check_keys(name, "the preset", data, TOP_KEYS)
-    models = data.get("models", "all")
+    variants = _variants(name, data.get("variants"))
+    _require(not (variants and "models" in data), name, "give either models or variants, not both")
+    models = list(variants) if variants else data.get("models", "all")
     tradeoff = {"threat": "linf", "eps": None, **(data.get("tradeoff") or {})}
     _require(tradeoff["threat"] in ("linf", "l2"), name, "tradeoff.threat must be linf or l2")
     threads, jobs = data.get("threads"), data.get("jobs", 1)
@@ -200,6 +263,7 @@ def parse_preset(name: str, data: dict) -> Preset:
         expected_time=str(data.get("expected_time", "")),
         threads=threads,
         jobs=jobs,
+        variants=variants,
         source=copy.deepcopy(data),
     )
 

@@ -119,7 +119,7 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     for run in runs:
         full = resolve_preset(run.model, run.dataset)["train"]["epochs"]
         if int(run.resolved["train"]["epochs"]) < int(full):
-            shorter.append(f"{run.model} {run.resolved['train']['epochs']} (preset {full})")
+            shorter.append(f"{run.method} {run.resolved['train']['epochs']} (preset {full})")
     if shorter:
         lines.append("training epochs below the dataset presets: " + ", ".join(shorter))
     return lines + list(preset.notes)

@@ -33,10 +33,15 @@ class RunPlan:
     run_dir: Path
     evaluate: bool = True  # False: trained only as the transfer source or for a figure
     role: str = "evaluated"
+    label: str = ""  # the sweep variant's label (the method name in tables); "" = the model name
 
     @property
     def name(self) -> str:
         return self.run_dir.name
+
+    @property
+    def method(self) -> str:
+        return self.label or self.model
 
     @property
     def checkpoint(self) -> Path:
@@ -44,9 +49,13 @@ class RunPlan:
 
 
 def plan_run(model: str, dataset: str, seed: int, train: dict, model_config: dict, root: Path,
-             evaluate: bool = True, role: str = "evaluated") -> RunPlan:
+             evaluate: bool = True, role: str = "evaluated", label: str = "") -> RunPlan:
     resolved = resolve_run_config(model, dataset, None, {**train, "seed": seed}, dict(model_config))
-    return RunPlan(model, dataset, seed, resolved, root / f"{model}-{dataset}-s{seed}", evaluate, role)
+    label = "" if label == model else label
+    if label:
+        resolved["method"] = label
+    return RunPlan(model, dataset, seed, resolved, root / f"{label or model}-{dataset}-s{seed}", evaluate, role,
+                   label)
 
 
 def _plain(value):
@@ -106,7 +115,7 @@ def ensure_trained(plan: RunPlan, *, data_root=None, download=False, device="aut
 def manifest_entry(plan: RunPlan, summary: dict, relative_to: Path) -> dict:
     stored = yaml.safe_load((plan.run_dir / RESOLVED_CONFIG).read_text())
     return {
-        "name": plan.name, "model": plan.model, "dataset": plan.dataset, "seed": plan.seed,
+        "name": plan.name, "method": plan.method, "model": plan.model, "dataset": plan.dataset, "seed": plan.seed,
         "path": str(plan.checkpoint.relative_to(relative_to)), "sha256": summary["sha256"],
         "test_acc": summary["test_acc"], "epochs": summary["epochs"],
         "train_seconds": summary.get("train_seconds"), "role": plan.role,
