@@ -157,3 +157,15 @@ def test_check_writable_target(tmp_path):
         check_writable_target(tmp_path / "file")
     with pytest.raises(UserError):
         check_writable_target(tmp_path / "file" / "sub")
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from zubov_bench.io import write_text
+
+    previous = os.umask(0o022)
+    os.umask(previous)
+    write_text(tmp_path / "a.md", "x")
+    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o666 & ~previous
