@@ -3,6 +3,7 @@ resume after interruptions in training and in evaluation, preset validation and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -296,3 +297,61 @@ def test_the_transfer_source_is_trained_only_when_an_attack_needs_it():
     assert [(r.model, r.evaluate, r.role) for r in runs] == [("node", False, "transfer source only"),
                                                             ("zubov", True, "evaluated")]
     assert [r.model for r in plan_runs(without, ["zubov"], Path("x"))] == ["zubov"]
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Worker processes (multiprocessing spawn) whose parent is `pid`, from /proc."""
+    from pathlib import Path
+
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:"))
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+def _is_worker(pid: int) -> bool:
+    try:  # a zombie has an empty cmdline
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_a_killed_reproduce_stops_its_worker_processes(tmp_path):
+    """SIGTERM to the command (not its process group) must not leave workers training on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    preset = tmp_path / "slow.yaml"
+    preset.write_text(yaml.safe_dump({"slow": {"datasets": ["digits"], "models": ["node", "zubov"],
+                                               "train": {"default": {"epochs": 200}},
+                                               "eval": {"attacks": ["fgsm"]}}}))
+    proc = subprocess.Popen([sys.executable, "-m", "zubov_bench", "reproduce", "--preset", str(preset), "--out",
+                             str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while len(_spawned_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        workers = _spawned_children(proc.pid)
+        assert len(workers) == 2, proc.stderr.read().decode() if proc.poll() is not None else "no workers"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        deadline = time.monotonic() + 30
+        while any(map(_is_worker, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [w for w in workers if _is_worker(w)]
+        assert not alive, f"worker processes {alive} outlived the killed command"
+        assert b"interrupted" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

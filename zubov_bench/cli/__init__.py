@@ -1,7 +1,9 @@
 """The `zubov-bench` command line. Each subcommand lives in its own module."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -13,6 +15,9 @@ class SuiteGroup(click.Group):
     """Turns UserError (bad input, missing data, corrupt files) into one line on stderr."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()
+        # `kill` (SIGTERM) unwinds like Ctrl-C, so that worker processes stop with the command
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
             return super().invoke(ctx)
         except UserError as exc:
@@ -21,6 +26,13 @@ class SuiteGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 @click.group(cls=SuiteGroup, context_settings={"help_option_names": ["-h", "--help"]})

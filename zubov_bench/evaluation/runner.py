@@ -105,16 +105,19 @@ def run_shard_workers(jobs: int, args: dict, log: Callable[[str], None]) -> None
     Small models gain little from a second intra-op thread, so on a CPU separate processes
     are the way to use several cores. Each shard is resumable on its own.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from ..workers import spawn_pool, stop_pool
 
     threads = max(1, torch.get_num_threads() // jobs)
     log(f"eval: {jobs} worker processes, {threads} torch thread(s) each")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    pool = spawn_pool(jobs)
+    try:
         futures = [pool.submit(_shard_worker, {**args, "shard": f"{i}/{jobs}"}, threads) for i in range(jobs)]
         for future in futures:
             future.result()  # re-raises a worker's error here
+    except BaseException:
+        stop_pool(pool, graceful=False)
+        raise
+    stop_pool(pool, graceful=True)
 
 
 def _shard_worker(args: dict, threads: int) -> None:

@@ -9,10 +9,11 @@ at most the tasks in flight.
 """
 from __future__ import annotations
 
-import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from ..workers import spawn_pool, stop_pool
 
 
 @dataclass
@@ -37,8 +38,7 @@ class Scheduler:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.threads,))
+            self._pool = spawn_pool(self.jobs, _init_worker, (self.threads,))
         return self._pool
 
     def run(self, tasks: list[Task], on_done: Callable[[Task, Any], list[Task] | None]) -> None:
@@ -63,8 +63,10 @@ class Scheduler:
                     pending += on_done(task, result) or []
                 if self.jobs > 1 and error is not None:
                     raise error
-        finally:
-            self.close(cancel=True)
+        except BaseException:
+            self.close(graceful=False)
+            raise
+        self.close()
 
     @staticmethod
     def _collect(running: dict) -> tuple[list[tuple[Task, Any]], BaseException | None]:
@@ -74,7 +76,7 @@ class Scheduler:
         error = next((f.exception() for _, f in tasks if f.exception() is not None), None)
         return [(task, f.result()) for task, f in tasks if f.exception() is None], error
 
-    def close(self, cancel: bool = False) -> None:
+    def close(self, graceful: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            stop_pool(self._pool, graceful)
             self._pool = None
