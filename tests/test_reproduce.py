@@ -261,6 +261,8 @@ def test_excluded_models_are_left_out_and_named_in_the_readme():
     assert resolve_models(preset, "sodef,node") == ["sodef", "node"]  # --models wins
     runs = [plan_run(m, "digits", 0, {}, {}, __import__("pathlib").Path("x")) for m in names]
     assert any("`sodef` left out: too slow for this test" in line for line in reductions(preset, runs, {}))
+    fewer = [r for r in runs if r.model != "stable"]  # --models without stable
+    assert "not run (left out by --models): `stable`" in reductions(preset, fewer, {})
 
 
 def _record(arg, log=None):

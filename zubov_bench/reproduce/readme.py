@@ -112,9 +112,12 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
             lines += _attack_reductions(spec, group.eps, grid)
     if plan.grad_solver:
         lines.append(f"gradients only through {plan.grad_solver} (full protocol: deployed + an RK4 unroll)")
-    selected = {run.model for run in runs}
+    selected = {run.method for run in runs}
     lines += [f"model `{model}` left out: {why} (list it in --models to include it)"
               for model, why in preset.exclude.items() if model not in selected]
+    unrun = [name for name in _preset_models(preset) if name not in selected]
+    if unrun:
+        lines.append(f"not run (left out by --models): {', '.join(f'`{name}`' for name in unrun)}")
     shorter = []
     for run in runs:
         full = resolve_preset(run.model, run.dataset)["train"]["epochs"]
@@ -123,6 +126,12 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     if shorter:
         lines.append("training epochs below the dataset presets: " + ", ".join(shorter))
     return lines + list(preset.notes)
+
+
+def _preset_models(preset: Preset) -> list[str]:
+    from ..models import MODELS
+
+    return list(preset.models or [m for m in MODELS.names() if m not in preset.exclude])
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
