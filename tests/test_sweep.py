@@ -85,6 +85,8 @@ def test_sweep_trains_and_attacks_every_variant_into_one_store_and_resumes(tmp_p
     manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())["checkpoints"]
     assert {(e["method"], e["model"]) for e in manifest} == {("node", "node"), ("zubov-no-consistency", "zubov")}
     assert "zubov-no-consistency" in (out / "tables" / "results.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Study `ablation`") and f"`zubov-bench sweep {study} --out {out}" in readme
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "trained (" not in again.output and len(ResultsStore(out).records()) == len(records)
 

@@ -64,14 +64,15 @@ def resolve_models(preset: Preset, models) -> list[str]:
 
 
 def equivalent_command(preset: str, out: Path, models, device: str, data_root, download: bool,
-                       threads: int | None, jobs: int | None) -> str:
-    argv = ["zubov-bench", "reproduce", "--preset", preset, "--out", str(out)]
+                       threads: int | None, jobs: int | None, sweep: bool = False) -> str:
+    argv = ["zubov-bench", "sweep", preset] if sweep else ["zubov-bench", "reproduce", "--preset", preset]
+    argv += ["--out", str(out)]
     if jobs:
         argv += ["--jobs", str(jobs)]
     if threads:
         argv += ["--threads", str(threads)]
     if models:
-        argv += ["--models", models if isinstance(models, str) else ",".join(models)]
+        argv += ["--only" if sweep else "--models", models if isinstance(models, str) else ",".join(models)]
     if device != "auto":
         argv += ["--device", device]
     if data_root:
@@ -290,7 +291,8 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
     ensure_writable_dir(out)
-    command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs)
+    command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs,
+                                 sweep=bool(preset.variants))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or preset.threads or previous)
     try:
