@@ -44,6 +44,15 @@ def _panel_grid(n: int, width: float = 3.4, height: float = 2.9):
     return fig, list(fig.axes)[:n]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def method_style(i: int) -> dict:
+    """Colour and marker of the i-th method: ten colours, then the same colours with the next marker,
+    so that no two of up to 60 methods look alike."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)]}
+
+
 def severity_figure(records: list[Record], dataset: str) -> Figure:
     """One panel per perturbation: accuracy against severity (clean at 0), one line per method."""
     cells = summarize(records)
@@ -53,7 +62,7 @@ def severity_figure(records: list[Record], dataset: str) -> Figure:
     fig, axes = _panel_grid(len(series))
     for ax, (pert, threat) in zip(axes, series):
         for i, method in enumerate(methods):
-            _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], f"C{i % 10}")
+            _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], method_style(i))
         ax.set_title(series_label(pert, threat), fontsize=10)
         ax.set_xlabel(_parameter_name(pert, threat))
         ax.set_ylabel("accuracy (%)")
@@ -65,15 +74,14 @@ def severity_figure(records: list[Record], dataset: str) -> Figure:
     return fig
 
 
-def _plot_series(ax, cells: dict, method: str, keys: list[tuple], color: str) -> None:
+def _plot_series(ax, cells: dict, method: str, keys: list[tuple], style: dict) -> None:
     points: list[tuple[float, Cell]] = [(0.0, cells[(method, CLEAN)])] if (method, CLEAN) in cells else []
     points += [(k[2], cells[(method, k)]) for k in keys if (method, k) in cells]
     if len(points) <= 1:
         return
     stats = [_mean_std(c.values.values()) for _, c in points]
     xs = [x for x, _ in points]
-    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
-                color=color, label=method)
+    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], ms=3, capsize=2, label=method, **style)
     failed = [(x, m) for (x, c), (m, _) in zip(points, stats) if c.failed]
     if failed:
         ax.scatter(*zip(*failed), marker="x", s=40, color="black", zorder=3)
@@ -125,8 +133,7 @@ def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str
             continue
         sources.add(from_union)
         (cx, cs), (ry, rs) = _mean_std(cells[(method, CLEAN)].values.values()), _mean_std(robust.values())
-        ax.errorbar([cx], [ry], xerr=[cs], yerr=[rs], marker="o", capsize=3, color=f"C{i % 10}",
-                    label=method)
+        ax.errorbar([cx], [ry], xerr=[cs], yerr=[rs], capsize=3, label=method, **method_style(i))
         ax.annotate(method, (cx, ry), textcoords="offset points", xytext=(5, 4), fontsize=8)
     what = {frozenset({True}): "worst case over attacks", frozenset({False}): "strongest single attack"}
     ax.set_xlabel("clean accuracy (%)")
@@ -134,7 +141,11 @@ def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str
     ax.set_title(f"{dataset}: {what.get(frozenset(sources), 'worst case where recorded, else strongest attack')}",
                  fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    if len(ax.get_legend_handles_labels()[0]) > 6:  # beside the axes, where it hides no point
+        fig.set_size_inches(7.5, 4.2)
+        fig.legend(fontsize=8, frameon=False, loc="outside right upper")
+    else:
+        ax.legend(fontsize=8, frameon=False)
     return fig
 
 
