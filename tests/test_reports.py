@@ -283,3 +283,12 @@ def test_cli_roa_on_a_toy2d_zubov_checkpoint(tmp_path, digits):
     save_checkpoint(tmp_path / "node.pt", create_model("node", toy.spec, d=2))
     plain = _cli("plot", "--roa", "--checkpoint", tmp_path / "node.pt", "--out", tmp_path / "fig")
     assert plain.exit_code == 2 and "Lyapunov model" in plain.output
+
+
+def test_only_keeps_the_named_columns_beside_clean_accuracy(results_dir):
+    table, = _tables(results_dir, worst_case=True, only=("pgd", "worst-case"))
+    assert [c.key[0] for c in table.columns] == ["clean", "pgd", "worst-case", "pgd", "worst-case", "pgd"]
+    plain, = _tables(results_dir, only=("gaussian",))
+    assert [c.label for c in plain.columns] == ["Clean", "0.1", "0.2"]
+    bad = _cli("table", "--results", results_dir, "--only", "pgd,autoatack")
+    assert bad.exit_code == 2 and "error: no records of autoatack; these results have: fgsm" in bad.output

@@ -15,12 +15,16 @@ import click
 @click.option("--grad-solver", "grad_solvers", multiple=True, metavar="SOLVER",
               help="Only gradient attacks through this solver (repeatable), e.g. deployed or rk4:20. "
                    "Noise and black-box records stay; worst-case unions are dropped.")
-def command(results_dir, fmt, out, worst_case, dataset, grad_solvers):
+@click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
+              help="Only these perturbations' columns beside clean accuracy (repeatable), e.g. "
+                   "--only autoattack,worst-case for a compact table.")
+def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only):
     """Methods as rows; clean accuracy, then every perturbation at every severity."""
     from ..io import write_text
     from ..reports import build_tables, load_records, render
 
-    tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case)
+    names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
+    tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names)
     text = render(tables, fmt)
     if out:
         write_text(out, text)

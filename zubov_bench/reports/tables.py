@@ -45,21 +45,27 @@ class Table:
 
 
 def build_tables(records: list[Record], dataset: str | None = None, grad_solvers: tuple[str, ...] = (),
-                 worst_case: bool = False) -> list[Table]:
-    """One table per dataset (or only `dataset`); never re-runs anything."""
+                 worst_case: bool = False, only: tuple[str, ...] = ()) -> list[Table]:
+    """One table per dataset (or only `dataset`); never re-runs anything. `only` keeps the columns
+    of these perturbations (and `worst-case`) beside clean accuracy, e.g. for a compact table."""
     records = filter_records(records, dataset, grad_solvers)
     if not records:
         raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
                         + (f" and grad solver(s) {', '.join(grad_solvers)}" if grad_solvers else ""))
-    return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case)
+    unknown = sorted(set(only) - {r.perturbation for r in records})
+    if unknown:
+        names = ", ".join(sorted({r.perturbation for r in records} - {CLEAN}))
+        raise UserError(f"no records of {', '.join(unknown)}; these results have: {names}")
+    return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case, only)
             for ds in ordered(r.dataset for r in records)]
 
 
-def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool) -> Table:
+def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, only: tuple[str, ...] = ()) -> Table:
     cells = summarize(records)
     methods = ordered(r.method for r in records)
-    columns = [Column("", "Clean", CLEAN)] + (_worst_case_columns(records) if worst_case
-                                              else _plain_columns(records))
+    columns = [Column("", "Clean", CLEAN)] + [c for c in (_worst_case_columns(records) if worst_case
+                                                          else _plain_columns(records))
+                                              if not only or c.key[0] in only]
     if worst_case and len(columns) == 1:
         raise UserError(f"no L-inf or L2 attack records for {dataset}")
     mark_best(cells, methods, [c.key for c in columns])
