@@ -292,3 +292,15 @@ def test_only_keeps_the_named_columns_beside_clean_accuracy(results_dir):
     assert [c.label for c in plain.columns] == ["Clean", "0.1", "0.2"]
     bad = _cli("table", "--results", results_dir, "--only", "pgd,autoatack")
     assert bad.exit_code == 2 and "error: no records of autoatack; these results have: fgsm" in bad.output
+
+
+def test_a_cell_that_failed_a_sanity_check_is_never_bold(tmp_path):
+    records = synthetic_records() + [_record("node", 0, "fgsm", "l2", 1.0, 0.5)]
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "records.jsonl").write_text("\n".join(json.dumps(r.to_dict()) for r in records) + "\n")
+    table, = _tables(folder)
+    column = next(c for c in table.columns if c.key == ("fgsm", "l2", 1.0))
+    flagged, clean = table.cell("zubov", column), table.cell("node", column)
+    assert flagged.failed and flagged.mean > clean.mean  # 0.70 (masking?) against 0.50
+    assert clean.best and not flagged.best

@@ -92,10 +92,14 @@ def column_order(records: list[Record]) -> list[tuple]:
 
 
 def mark_best(cells: dict[tuple, Cell], methods: list[str], keys: list[tuple]) -> None:
-    """Flag the highest mean in each column (ties all flagged), when two or more methods compete."""
+    """Flag the highest mean in each column (ties all flagged), when two or more methods compete.
+    A cell whose sanity check failed is never the best: its number may be gradient masking."""
     for key in keys:
         present = [cells[(m, key)] for m in methods if (m, key) in cells]
         if len(present) < 2:
+            continue
+        present = [c for c in present if not c.failed]
+        if not present:
             continue
         top = max(c.mean for c in present)
         for c in present:
