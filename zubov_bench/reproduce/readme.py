@@ -17,7 +17,7 @@ from .evaluation import transfer_source
 from .preset import Preset
 
 FULL_N_SAMPLES = 1000  # the protocol's minimum subset (the paper preset uses whole test sets)
-IGNORED_PARAMS = {"source"}  # a path, not a budget
+IGNORED_PARAMS = {"source", "norm"}  # a path and a threat model, not budgets
 
 
 def git_state(cwd: Path) -> tuple[str | None, bool]:
