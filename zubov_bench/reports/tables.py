@@ -52,10 +52,11 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
     if not records:
         raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
                         + (f" and grad solver(s) {', '.join(grad_solvers)}" if grad_solvers else ""))
-    unknown = sorted(set(only) - {r.perturbation for r in records})
+    present = {r.perturbation for r in records}
+    unknown = sorted(set(only) - present)
     if unknown:
-        names = ", ".join(sorted({r.perturbation for r in records} - {CLEAN}))
-        raise UserError(f"no records of {', '.join(unknown)}; these results have: {names}")
+        raise UserError(f"no records of {', '.join(unknown)}; these results have: "
+                        f"{', '.join(sorted(present))}")
     return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case, only)
             for ds in ordered(r.dataset for r in records)]
 

@@ -55,7 +55,7 @@ def resolve_models(preset: Preset, models) -> list[str]:
         models = [m.strip() for m in models.split(",") if m.strip()]
         if not models:
             raise UserError("--models is empty")
-    names = list(models or preset.models or [m for m in MODELS.names() if m not in preset.exclude])
+    names = list(models or preset.default_models())
     for name in names:
         if preset.variants and name not in preset.variants:
             raise UserError(f"unknown variant {name!r}; this sweep has: {', '.join(preset.variants)}")

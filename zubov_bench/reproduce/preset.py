@@ -85,6 +85,13 @@ class Preset:
     variants: dict[str, Variant] = field(default_factory=dict)  # label -> variant (a sweep); empty: models
     source: dict = field(default_factory=dict)  # the mapping it was built from
 
+    def default_models(self) -> list[str]:
+        """The preset's models (a sweep: its variant labels), else every registered model, looked up
+        now, except the ones the preset excludes."""
+        from ..models import MODELS
+
+        return list(self.models or [m for m in MODELS.names() if m not in self.exclude])
+
     def variant(self, label: str) -> Variant:
         """The variant with this label; a plain model name is the variant of itself."""
         return self.variants.get(label) or Variant(label, label)
@@ -202,14 +209,12 @@ def _grid_points(name: str, label: str, grid) -> list[tuple[str, dict, dict]]:
              f"variant {label!r}: grid must map setting names to non-empty lists of values")
     points = []
     for values in itertools.product(*grid.values()):
-        model_config, train = {}, {}
+        model_config, train, suffix = {}, {}, ""
         for key, value in zip(grid, values):
-            if key.startswith(TRAIN_PREFIX):
-                train[key[len(TRAIN_PREFIX):]] = value
-            else:
-                model_config[key] = value
-        suffix = "-".join(f"{key.removeprefix(TRAIN_PREFIX)}={value}" for key, value in zip(grid, values))
-        points.append(("-" + suffix, model_config, train))
+            setting = key.removeprefix(TRAIN_PREFIX)
+            (train if setting != key else model_config)[setting] = value
+            suffix += f"-{setting}={value}"
+        points.append((suffix, model_config, train))
     return points
 
 

@@ -115,7 +115,7 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     selected = {run.method for run in runs}
     lines += [f"model `{model}` left out: {why} (list it in --models to include it)"
               for model, why in preset.exclude.items() if model not in selected]
-    unrun = [name for name in _preset_models(preset) if name not in selected]
+    unrun = [name for name in preset.default_models() if name not in selected]
     if unrun:
         lines.append(f"not run (left out by --models): {', '.join(f'`{name}`' for name in unrun)}")
     shorter = []
@@ -126,12 +126,6 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     if shorter:
         lines.append("training epochs below the dataset presets: " + ", ".join(shorter))
     return lines + list(preset.notes)
-
-
-def _preset_models(preset: Preset) -> list[str]:
-    from ..models import MODELS
-
-    return list(preset.models or [m for m in MODELS.names() if m not in preset.exclude])
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
