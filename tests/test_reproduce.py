@@ -3,6 +3,8 @@ resume after interruptions in training and in evaluation, preset validation and 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -176,6 +178,17 @@ def test_a_run_folder_with_another_config_is_never_reused(tmp_path):
     changed = plan_run("node", "digits", 0, {"epochs": 2}, {}, tmp_path)
     with pytest.raises(UserError, match="different config.*train.epochs"):
         run_state(changed)
+
+
+def test_a_model_setting_spelled_out_at_its_default_is_the_same_run(tmp_path):
+    """A study pins a default explicitly (lambda_sep: 1.0): the folder trained without it is reused,
+    but any other value is a different run."""
+    first = plan_run("zubov", "digits", 0, {"epochs": 1}, {}, tmp_path)
+    repro_train.write_json(first.run_dir / repro_train.PLAN_FILE, repro_train._plain(first.resolved))
+    (first.run_dir / "config.yaml").write_text(yaml.safe_dump({"model": "zubov"}))
+    assert run_state(plan_run("zubov", "digits", 0, {"epochs": 1}, {"lambda_sep": 1.0}, tmp_path)) == "fresh"
+    with pytest.raises(UserError, match="different config.*model_config.lambda_sep"):
+        run_state(plan_run("zubov", "digits", 0, {"epochs": 1}, {"lambda_sep": 0.0}, tmp_path))
 
 
 def test_budgets_layer_default_dataset_model_and_model_at_dataset():
@@ -357,3 +370,26 @@ def test_a_killed_reproduce_stops_its_worker_processes(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_readme_names_its_commit_dirty_only_for_code_changes(tmp_path):
+    """Regenerating committed results changes files under results/: that is not a dirty commit."""
+    from zubov_bench.reproduce.readme import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results" / "quick").mkdir(parents=True)
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "quick" / "README.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    (tmp_path / "results" / "quick" / "README.md").write_text("regenerated\n")
+    commit, dirty = git_state(tmp_path / "pkg")
+    assert len(commit) == 40 and not dirty
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path / "pkg")[1]

@@ -19,6 +19,19 @@ zubov-nonconvex-V|zubov|--set lyap_kind=mlp|0
 zubov-classify-at-z0|zubov|--set classify_at=z0|0
 zubov-spectral-norm-stem|zubov|--set spectral_norm=true|0 1 2
 zubov-noise-augmentation|zubov|--set noise_aug=0.5|0 1 2
+zubov-spectral-norm-noise-aug|zubov|--set spectral_norm=true --set noise_aug=0.5|0 1 2
+zubov-level-0.5|zubov|--set level=0.5|0
+zubov-level-2|zubov|--set level=2.0|0
+zubov-margin-0.25|zubov|--set margin=0.25|0
+zubov-margin-1|zubov|--set margin=1.0|0
+zubov-alpha-0.03|zubov|--set alpha=0.03|0
+zubov-alpha-0.3|zubov|--set alpha=0.3|0
+zubov-T-0.5|zubov|--set T=0.5|0
+zubov-T-2|zubov|--set T=2.0|0
+zubov-r-2|zubov|--set r=2.0|0
+zubov-r-5|zubov|--set r=5.0|0 1 2
+zubov-lambda-con-0.3|zubov|--set lambda_con=0.3|0
+zubov-lambda-con-3|zubov|--set lambda_con=3.0|0
 node|node||0 1 2
 node-noise-augmentation|node|--set noise_aug=0.5|0 1 2
 node-spectral-norm-stem|node|--set spectral_norm=true|0 1 2"
@@ -29,6 +42,9 @@ train() {
   IFS='|' read -r label model sets seed <<< "$1"
   dir="$OUT/checkpoints/$label$([ "$seed" = 0 ] || echo "-s$seed")"
   [ -f "$dir/model.pt" ] && return 0
+  # every zubov variant starts from the spec's defaults: the digits preset now adds noise_aug=0.5,
+  # this study's finding (a later --set wins)
+  [ "$model" = zubov ] && sets="--set noise_aug=0 $sets"
   zubov-bench train --model "$model" --dataset digits --seed "$seed" --label "$label" $sets \
     --out "$dir" --force --no-progress
 }

@@ -20,8 +20,14 @@ FULL_N_SAMPLES = 1000  # the protocol's minimum subset (the paper preset uses wh
 IGNORED_PARAMS = {"source", "norm"}  # a path and a threat model, not budgets
 
 
+OUTPUT_DIRS = ("results", "checkpoints")  # what runs write: changes there are not code changes
+
+
 def git_state(cwd: Path) -> tuple[str | None, bool]:
-    """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git."""
+    """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git.
+
+    Dirty means uncommitted changes to tracked files outside the output folders, so that a run
+    regenerating committed results still names a clean commit."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
 
@@ -29,7 +35,8 @@ def git_state(cwd: Path) -> tuple[str | None, bool]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, False
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                    *[f":(top,exclude){d}" for d in OUTPUT_DIRS])
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, False
@@ -141,7 +148,7 @@ def _run_section(preset: Preset, command: str, device: torch.device, jobs: int, 
     load = {key: ", ".join(map(str, current.get(key) or [])) or "n/a" for key in ("load_start", "load_end")}
     lines = ["## Run", "", f"* **Command:** `{command}`",
              f"* **Commit:** `{commit or 'unknown (not a git checkout)'}`"
-             + (" (with uncommitted changes)" if dirty else ""),
+             + (" (with uncommitted code changes)" if dirty else ""),
              *[f"* **Machine:** {line}" if i == 0 else f"  {line}" for i, line in enumerate(machine(device, jobs))],
              f"* **Wall time:** {state.total_wall_seconds:.0f} s over {len(state.invocations)} invocation(s), "
              f"{finished} of which ran to the end; the last one took {current['wall_seconds']:.0f} s ({phases})",

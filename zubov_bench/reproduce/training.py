@@ -7,7 +7,7 @@ holds a run with a different config is never reused silently.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -63,13 +63,24 @@ def _plain(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+def _effective(resolved: dict) -> dict:
+    """The plan with its model config filled in with the model's defaults, so that a setting
+    spelled out at its default value (as a study pins one) compares equal to leaving it out."""
+    from ..models.base import make_config
+    from ..models.registry import MODELS
+
+    cls = MODELS.get(resolved["model"])
+    full = asdict(make_config(cls.Config, dict(resolved.get("model_config") or {})))
+    return _plain({**resolved, "model_config": full})
+
+
 def config_mismatch(plan: RunPlan) -> str | None:
     """The first setting where the folder's recorded plan differs from this one, or None."""
     path = plan.run_dir / PLAN_FILE
     if not path.is_file():
         return f"no {PLAN_FILE}: the run was not started by reproduce"
-    stored = json.loads(path.read_text())
-    want = _plain(plan.resolved)
+    stored = _effective(json.loads(path.read_text()))
+    want = _effective(plan.resolved)
     for section in ("model", "dataset", "train", "model_config"):
         if stored.get(section) != want[section]:
             if isinstance(want[section], dict) and isinstance(stored.get(section), dict):
