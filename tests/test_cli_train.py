@@ -61,6 +61,7 @@ BAD_INPUT = [
     (["train", "--model", "node", "--lr", "nan"], "lr=nan is not a valid float"),
     (["train", "--model", "node", "--epochs", "0"], "--epochs must be >= 1"),
     (["train", "--model", "node", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--model", "node", "--adv-eps", "2"], "adv_eps must be in [0, 1]"),
     (["train", "--model", "node", "--set", "d=abc"], "not a valid int"),
     (["train", "--model", "node", "--set", "bogus=1"], "unknown config key"),
     (["train", "--model", "node", "--dataset", "mnist"], "not found under"),

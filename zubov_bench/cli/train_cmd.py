@@ -23,6 +23,9 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
 @click.option("--save-every-steps", type=int, help="Also checkpoint every N optimizer steps.")
+@click.option("--adv-eps", type=float, metavar="EPS",
+              help="PGD adversarial training at this L∞ radius (default 0: off), with any model's loss.")
+@click.option("--adv-steps", type=int, metavar="N", help="PGD steps per batch for --adv-eps (default 7).")
 @click.option("--compile/--no-compile", "compile_field", default=None,
               help="torch.compile the model's vector field (default: off).")
 @DEVICE
@@ -30,7 +33,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
-            save_every_steps, compile_field, device, data_root, download, progress):
+            save_every_steps, adv_eps, adv_steps, compile_field, device, data_root, download, progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
     Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
@@ -45,7 +48,8 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
         run_dir = resume_dir
     else:
         overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "save_every_steps": save_every_steps, "compile": compile_field}
+                     "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,
+                     "adv_steps": adv_steps}
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
         if label:
             resolved["method"] = label

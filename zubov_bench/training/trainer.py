@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..io import atomic_path, write_json, write_text
 from ..models.ode import SolverError, compile_field
 from . import distributed
+from .adversarial import adversarial_batch
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -45,6 +46,8 @@ class TrainConfig:
     progress: bool = True
     deterministic: bool = True  # torch deterministic kernels: a seed reproduces bit for bit
     compile: bool = False  # torch.compile the model's vector field
+    adv_eps: float = 0.0  # > 0: PGD adversarial training at this L∞ radius (training/adversarial.py)
+    adv_steps: int = 7  # PGD steps per batch when adv_eps > 0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -55,6 +58,8 @@ class TrainConfig:
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.save_every_steps < 0:
             raise UserError("weight_decay, grad_clip and save_every_steps must be >= 0")
+        if not (0 <= self.adv_eps <= 1) or self.adv_steps < 1:
+            raise UserError(f"adv_eps must be in [0, 1] and adv_steps >= 1, got {self.adv_eps} and {self.adv_steps}")
         if self.schedule not in ("cosine", "none"):
             raise UserError(f"unknown schedule {self.schedule!r}; use cosine or none")
 
@@ -204,6 +209,9 @@ class Trainer:
     def _step(self, xb, yb, where: str, share: float = 1.0) -> dict:
         self.model.train()
         try:
+            if self.cfg.adv_eps > 0:
+                seed = self.cfg.seed * 1_000_003 + self.progress.global_step
+                xb = adversarial_batch(self.model, xb, yb, self.cfg.adv_eps, self.cfg.adv_steps, seed)
             loss, terms = self.loss_fn(xb, yb)
         except SolverError as exc:
             raise NumericalError(f"{exc} at {where}; last good checkpoint kept in {self.run_dir}") from None
