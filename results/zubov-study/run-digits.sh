@@ -8,7 +8,7 @@ OUT=results/zubov-study/digits
 export OMP_NUM_THREADS=1  # two processes at a time, one per core
 mkdir -p "$OUT/checkpoints"
 
-# label | model | --set overrides (model config) | seeds
+# label | model | train flags (--set: model config) | seeds
 VARIANTS="zubov|zubov||0 1 2
 zubov-no-consistency|zubov|--set lambda_con=0|0
 zubov-no-separation|zubov|--set lambda_sep=0|0
@@ -32,7 +32,9 @@ zubov-r-2|zubov|--set r=2.0|0
 zubov-r-5|zubov|--set r=5.0|0 1 2
 zubov-lambda-con-0.3|zubov|--set lambda_con=0.3|0
 zubov-lambda-con-3|zubov|--set lambda_con=3.0|0
+zubov-pgd-at|zubov|--adv-eps 0.1|0 1 2
 node|node||0 1 2
+node-pgd-at|node|--adv-eps 0.1|0 1 2
 node-noise-augmentation|node|--set noise_aug=0.5|0 1 2
 node-spectral-norm-stem|node|--set spectral_norm=true|0 1 2"
 RUNS=$(echo "$VARIANTS" | while IFS='|' read -r label model sets seeds; do
@@ -42,9 +44,9 @@ train() {
   IFS='|' read -r label model sets seed <<< "$1"
   dir="$OUT/checkpoints/$label$([ "$seed" = 0 ] || echo "-s$seed")"
   [ -f "$dir/model.pt" ] && return 0
-  # every zubov variant starts from the spec's defaults: the digits preset now adds noise_aug=0.5,
-  # this study's finding (a later --set wins)
-  [ "$model" = zubov ] && sets="--set noise_aug=0 $sets"
+  # every zubov variant starts from the spec's defaults: the digits preset now trains Zubov-Net
+  # adversarially, this study's finding (a later flag wins)
+  [ "$model" = zubov ] && sets="--adv-eps 0 $sets"
   zubov-bench train --model "$model" --dataset digits --seed "$seed" --label "$label" $sets \
     --out "$dir" --force --no-progress
 }
