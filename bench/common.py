@@ -16,6 +16,20 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so that a host clock times the work and not its launch."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
 def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median wall time of each callable. Rounds alternate their order, so a change in the
     machine's load during the run hits every contender alike instead of biasing a ratio."""
@@ -26,9 +40,7 @@ def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     names = list(fns)
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fns[name]))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -43,6 +55,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):  # a copy of the tree without .git (a lent GPU machine)
+        return os.environ["BENCH_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=5)
@@ -58,6 +72,7 @@ def machine(device: torch.device) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "device_type": device.type,
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "commit": git_commit(), "load_at_start": round(load, 2),
     }

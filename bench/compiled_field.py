@@ -1,11 +1,9 @@
 """`train --compile`: a training step with the vector field under torch.compile, against eager."""
 from __future__ import annotations
 
-import time
-
 import torch
 
-from common import Report, median_seconds, ms, table
+from common import Report, median_seconds, ms, table, timed
 from train_step import batch_of, make_step
 from zubov_bench.models import create_model
 from zubov_bench.models.ode import compile_field
@@ -19,9 +17,7 @@ def run(report: Report, device, quick: bool = False) -> None:
         eager, compiled = create_model(name, spec).to(device), create_model(name, spec).to(device)
         compile_field(compiled)
         steps = {"eager": make_step(eager, x, y), "compiled": make_step(compiled, x, y)}
-        start = time.perf_counter()
-        steps["compiled"]()  # the first call compiles
-        first = time.perf_counter() - start
+        first = timed(steps["compiled"])  # the first call compiles
         t = median_seconds(steps, 5 if quick else 10, warmup=2)
         rows.append([name, f"{first:.1f}", ms(t["eager"]), ms(t["compiled"]),
                      report.ratio(f"train step with --compile, {name} (compiled / eager)",

@@ -18,13 +18,15 @@ import torch  # noqa: E402
 
 import attacks  # noqa: E402
 import compiled_field  # noqa: E402
+import gpu  # noqa: E402
 import solvers  # noqa: E402
 import train_step  # noqa: E402
 from common import ROOT, Report, machine, table  # noqa: E402
 from zubov_bench.device import resolve_device  # noqa: E402
 from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
 
-BENCHMARKS = ("train_step", "compile", "attacks", "solvers")
+BENCHMARKS = ("train_step", "compile", "attacks", "solvers", "throughput", "autoattack")
+GPU_ONLY = ("throughput", "autoattack")  # hours on a CPU: run there only when named with --only
 
 
 def trained_checkpoints(folder: Path, epochs: int) -> dict[str, str]:
@@ -41,16 +43,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only these benchmarks")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (training step only)")
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda (training step, compile, throughput and AutoAttack)")
     parser.add_argument("--write", action="store_true", help="write the report to bench/RESULTS.md")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    chosen = args.only or list(BENCHMARKS)
+    chosen = args.only or [b for b in BENCHMARKS if device.type == "cuda" or b not in GPU_ONLY]
     info = machine(device)
     report, start = Report(), time.time()
     print(f"machine: {info}", flush=True)
     if "train_step" in chosen:
         train_step.run(report, device, args.quick)
+    if "throughput" in chosen:
+        gpu.throughput(report, device, args.quick)
+    if "autoattack" in chosen:
+        gpu.autoattack(report, device, args.quick)
     if "compile" in chosen:
         compiled_field.run(report, device, args.quick)
     if {"attacks", "solvers"} & set(chosen):
@@ -69,19 +76,36 @@ def main(argv=None) -> int:
     return 0
 
 
+RESULTS = ROOT / "bench" / "RESULTS.md"
+KINDS = ("cpu", "cuda")  # one block per kind of machine; writing one keeps the other
+
+
 def write_results(info: dict, report: Report, summary: list[str], minutes: float, args) -> None:
+    kind = "cuda" if info["device_type"] == "cuda" else "cpu"
     command = "python bench/run.py --write" + (" --quick" if args.quick else "") + \
+        (f" --device {args.device}" if args.device != "auto" else "") + \
         "".join(f" --only {o}" for o in args.only or [])
-    lines = ["# Benchmark results", "", f"Produced by `{command}` in {minutes:.1f} min.", ""]
+    lines = [f"## {'GPU' if kind == 'cuda' else 'CPU'}: {info['device']}", "",
+             f"Produced by `{command}` in {minutes:.1f} min.", ""]
     lines += table(list(info), [list(info.values())])
-    if "cuda" not in str(args.device) and not torch.cuda.is_available():
-        lines += ["", "No GPU was available to the session that produced this file, so the GPU figures "
-                      "the performance issue asks for (images/s on FashionMNIST, AutoAttack time per "
-                      "1,000 images) are not here; `python bench/run.py --device cuda --write` on a GPU "
-                      "machine adds the training-step figures."]
-    lines += ["", "## Summary", "", *summary, "", "## Details", "", *report.sections]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(lines))
-    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+    lines += ["", "### Summary", "", *summary, "", "### Details", ""]
+    lines += [section.replace("### ", "#### ", 1) for section in report.sections]
+    blocks = read_blocks(RESULTS.read_text() if RESULTS.exists() else "")
+    blocks[kind] = "\n".join(lines).rstrip()
+    body = [f"<!-- bench:{k} -->\n{blocks[k]}\n<!-- /bench:{k} -->" for k in KINDS if k in blocks]
+    if "cuda" not in blocks:
+        body.append("No GPU run yet: `python bench/run.py --device cuda --write` on a GPU machine adds one.")
+    RESULTS.write_text("# Benchmark results\n\n" + "\n\n".join(body) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def read_blocks(text: str) -> dict[str, str]:
+    blocks = {}
+    for kind in KINDS:
+        start, end = f"<!-- bench:{kind} -->\n", f"\n<!-- /bench:{kind} -->"
+        if start in text and end in text:
+            blocks[kind] = text.split(start, 1)[1].split(end, 1)[0]
+    return blocks
 
 
 if __name__ == "__main__":

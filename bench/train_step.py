@@ -7,18 +7,19 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from common import Report, median_seconds, ms, table
+from common import Report, median_seconds, ms, sync, table
 from zubov_bench.data import DataSpec, load_dataset
 from zubov_bench.errors import UserError
 from zubov_bench.models import create_model
+from zubov_bench.presets import resolve_preset
 
 PHASES = ("features", "ode", "lyapunov", "consistency_jvp", "boundary_sampling")  # labels in the models
 TARGET = 1.5
 
 # Zubov-Net settings compared with node. "spec" is ZUBOV_NET.md's default (M = 32 rays, every
-# step, width 128); "lean" draws 8 rays per class per step, puts the consistency loss on z0 and
-# z(T) only and halves the Lyapunov width: on digits it matched "spec" (98.0% clean, PGD within noise).
-RECIPES = {"spec": {}, "lean": {"boundary_rays": 8, "traj_points": 2, "lyap_width": 64}}
+# step, width 128); "lean" is the fashion-mnist preset: 8 rays per class per step, the consistency
+# loss on z0 and z(T) only, half the Lyapunov width (and no separation loss, which changes no cost).
+RECIPES = {"spec": {}, "lean": resolve_preset("zubov", "fashion-mnist")["model"]}
 
 
 def batch_of(dataset: str, size: int, device) -> tuple[DataSpec, torch.Tensor, torch.Tensor, str]:
@@ -49,10 +50,13 @@ def forward_backward(model, x, y, repeats: int) -> tuple[float, float]:
     """Median seconds of the loss (forward) and of its backward pass."""
     fwd, bwd = [], []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         loss, _ = model.training_loss(x, y)
+        sync()
         mid = time.perf_counter()
         loss.backward()
+        sync()
         fwd.append(mid - start)
         bwd.append(time.perf_counter() - mid)
         model.zero_grad(set_to_none=True)
