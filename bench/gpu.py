@@ -38,7 +38,7 @@ def throughput(report: Report, device, quick: bool = False) -> None:
     repeats = 5 if quick else 15
     spec, x, y, source = batch_of("fashion-mnist", 1000, device)
     rows, steps = [], {}
-    for name in list_models():
+    for name, _ in list_models():
         model, batch = _preset_model(name, spec, device)
         train = median_seconds({"train": make_step(model.train(), x[:batch], y[:batch])}, repeats, warmup=2)["train"]
         model.eval()
