@@ -25,7 +25,7 @@ from common import ROOT, Report, machine, table  # noqa: E402
 from zubov_bench.device import resolve_device  # noqa: E402
 from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
 
-BENCHMARKS = ("train_step", "compile", "attacks", "solvers", "throughput", "autoattack")
+BENCHMARKS = ("train_step", "throughput", "autoattack", "compile", "attacks", "solvers")  # run order
 GPU_ONLY = ("throughput", "autoattack")  # hours on a CPU: run there only when named with --only
 
 
@@ -48,31 +48,35 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="write the report to bench/RESULTS.md")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    chosen = args.only or [b for b in BENCHMARKS if device.type == "cuda" or b not in GPU_ONLY]
+    default = [b for b in BENCHMARKS if device.type == "cuda" or b not in GPU_ONLY]
+    chosen = [b for b in BENCHMARKS if b in (args.only or default)]
+    tmp, checkpoints = tempfile.TemporaryDirectory(), None  # small digits models for attacks and solvers
     info = machine(device)
     report, start = Report(), time.time()
     print(f"machine: {info}", flush=True)
-    if "train_step" in chosen:
-        train_step.run(report, device, args.quick)
-    if "throughput" in chosen:
-        gpu.throughput(report, device, args.quick)
-    if "autoattack" in chosen:
-        gpu.autoattack(report, device, args.quick)
-    if "compile" in chosen:
-        compiled_field.run(report, device, args.quick)
-    if {"attacks", "solvers"} & set(chosen):
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoints = trained_checkpoints(Path(tmp), epochs=3 if args.quick else 6)
-            if "attacks" in chosen:
-                attacks.run(report, checkpoints, args.quick)
-            if "solvers" in chosen:
-                solvers.run(report, checkpoints, args.quick)
+
+    def done(name: str) -> None:  # a run stopped later still leaves what it finished in the file
+        if args.write:
+            write_results(info, report, (time.time() - start) / 60, args, pending=chosen[chosen.index(name) + 1:])
+
+    for name in chosen:
+        if name == "train_step":
+            train_step.run(report, device, args.quick)
+        elif name == "throughput":
+            gpu.throughput(report, device, args.quick)
+        elif name == "autoattack":
+            gpu.autoattack(report, device, args.quick)
+        elif name == "compile":
+            compiled_field.run(report, device, args.quick)
+        elif name in ("attacks", "solvers"):
+            if checkpoints is None:
+                checkpoints = trained_checkpoints(Path(tmp.name), epochs=3 if args.quick else 6)
+            (attacks if name == "attacks" else solvers).run(report, checkpoints, args.quick)
+        done(name)
+    tmp.cleanup()
     minutes = (time.time() - start) / 60
-    summary = report.summary()
-    print("\n".join(["### Summary", "", *summary]), flush=True)
+    print("\n".join(["### Summary", "", *report.summary()]), flush=True)
     print(f"\nbench finished in {minutes:.1f} min")
-    if args.write:
-        write_results(info, report, summary, minutes, args)
     return 0
 
 
@@ -80,15 +84,16 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 KINDS = ("cpu", "cuda")  # one block per kind of machine; writing one keeps the other
 
 
-def write_results(info: dict, report: Report, summary: list[str], minutes: float, args) -> None:
+def write_results(info: dict, report: Report, minutes: float, args, pending: list[str] = ()) -> None:
     kind = "cuda" if info["device_type"] == "cuda" else "cpu"
     command = "python bench/run.py --write" + (" --quick" if args.quick else "") + \
         (f" --device {args.device}" if args.device != "auto" else "") + \
         "".join(f" --only {o}" for o in args.only or [])
     lines = [f"## {'GPU' if kind == 'cuda' else 'CPU'}: {info['device']}", "",
-             f"Produced by `{command}` in {minutes:.1f} min.", ""]
+             f"Produced by `{command}` in {minutes:.1f} min"
+             + (f"; still to run when written: {', '.join(pending)}." if pending else "."), ""]
     lines += table(list(info), [list(info.values())])
-    lines += ["", "### Summary", "", *summary, "", "### Details", ""]
+    lines += ["", "### Summary", "", *report.summary(), "", "### Details", ""]
     lines += [section.replace("### ", "#### ", 1) for section in report.sections]
     blocks = read_blocks(RESULTS.read_text() if RESULTS.exists() else "")
     blocks[kind] = "\n".join(lines).rstrip()
