@@ -89,6 +89,21 @@ def test_markdown_groups_bold_std_and_dagger(results_dir):
     assert len({row.count(" | ") for row in rows}) == 1  # same column count everywhere
 
 
+def test_caption_names_columns_on_a_smaller_subset():
+    """The eps = 1 sanity PGD runs on fewer examples: the caption says where, and clean is the full n."""
+    records = [_record(m, 0, "pgd", "linf", 0.1, 0.5) for m in BASE]
+    sanity = [_record(m, 0, "pgd", "linf", 1.0, 0.0) for m in BASE]
+    for r in records:
+        r.n = 1000
+    for r in sanity:
+        r.n, r.clean_acc = 200, 0.1  # a different subset, so another clean accuracy
+    (table,) = build_tables(records + sanity)
+    assert "n = 1000 (PGD L∞ (ε) 1: 200) test examples" in table.notes[0]
+    clean = table.columns[0]
+    assert table.cell("node", clean).n == {1000}
+    assert table.cell("node", clean).mean == pytest.approx(BASE["node"])
+
+
 def test_grad_solver_filter_keeps_noise_and_drops_unions(results_dir):
     (table,) = _tables(results_dir, grad_solvers=("deployed",))
     keys = {c.key[0] for c in table.columns}

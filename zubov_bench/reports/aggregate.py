@@ -73,7 +73,7 @@ def summarize(records: list[Record]) -> dict[tuple, Cell]:
     for (method, key, sha), recs in groups.items():
         cell = cells[(method, key)]
         cell.values[sha] = _clean_value(recs) if key == CLEAN else _checkpoint_value(recs)
-        cell.n.update(r.n for r in recs)
+        cell.n.update([max(r.n for r in recs)] if key == CLEAN else [r.n for r in recs])  # clean: see _clean_value
         if key != CLEAN:
             cell.failed.update(name for r in recs for name, v in r.sanity.items() if not v.get("ok", True))
     return dict(cells)

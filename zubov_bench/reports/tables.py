@@ -1,6 +1,7 @@
 """Paper tables from records: methods as rows, perturbations x severities as grouped columns."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from ..errors import UserError
@@ -90,10 +91,22 @@ def _worst_case_columns(records: list[Record]) -> list[Column]:
     return [Column(threat_severity_label(t, s), perturbation_name(p), (p, t, s)) for p, t, s in keys]
 
 
+def _sizes(table: Table) -> str:
+    """The evaluated subset size, naming the columns that used another (the eps = 1 sanity PGD)."""
+    by_column = {c: {n for m in table.methods if table.cell(m, c) for n in table.cell(m, c).n}
+                 for c in table.columns}
+    counts = Counter(n for sizes in by_column.values() for n in sizes)
+    if not counts:
+        return "n = 0"
+    usual = counts.most_common(1)[0][0]
+    odd = [f"{c.group} {c.label}".strip() + f": {', '.join(map(str, sorted(sizes)))}"
+           for c, sizes in by_column.items() if sizes - {usual}]
+    return f"n = {usual}" + (f" ({'; '.join(odd)})" if odd else "")
+
+
 def _notes(table: Table, grad_solvers) -> list[str]:
     n_seeds = max(len(c.values) for c in table.cells.values())
-    sizes = sorted({n for c in table.cells.values() for n in c.n})
-    notes = [f"Accuracy in %, on n = {', '.join(map(str, sizes))} test examples"
+    notes = [f"Accuracy in %, on {_sizes(table)} test examples"
              + (f"; mean ± std over up to {n_seeds} checkpoints (train seeds)." if n_seeds > 1 else ".")
              + (" Bold: best in its column." if any(c.best for c in table.cells.values()) else "")]
     if grad_solvers:
