@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: run every CLI path with --device cuda on digits (training with
-# PGD adversarial training, torchrun with NCCL, the whole attack registry, a table), and the GPU
-# benchmarks, written into bench/RESULTS.md. Each step reports ok or FAILED and the script goes on.
+# PGD adversarial training, torchrun with NCCL, the whole attack registry, a table), a profile of
+# AutoAttack (bench/profile_autoattack.py), and the GPU benchmarks, written into bench/RESULTS.md.
+# Each step reports ok or FAILED and the script goes on.
 #   bench/gpu-check.sh            (ZB="python -m zubov_bench" where the console script is absent)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND for at most SECONDS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 step train-node 120 $ZB train --model node --epochs 2 --device "$DEVICE" --out "$tmp/node" --no-progress
 step train-zubov 120 $ZB train --model zubov --epochs 2 --device "$DEVICE" --out "$tmp/zubov" --no-progress
+step profile-autoattack 240 $PY bench/profile_autoattack.py --device "$DEVICE" --images 100
 step bench 330 $PY bench/run.py --device "$DEVICE" --write ${BENCH_ARGS:-}
 step torchrun-nccl 90 $PY -m torch.distributed.run --standalone --nproc_per_node=1 -m zubov_bench train \
     --model node --epochs 1 --device "$DEVICE" --out "$tmp/ddp" --no-progress

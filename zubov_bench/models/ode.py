@@ -85,14 +85,15 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
     only_last = times is None
     if only_last:
         times = torch.tensor([0.0, solver.T])
+    if solver.method in fixed_grid.METHODS and not solver.adjoint:  # its grid is built on the CPU
+        times = times.detach().to("cpu", z0.dtype)  # so a GPU solve does not wait for a copy back
+        return _last_or_all(fixed_grid.solve_fixed(func, z0, times, solver.method, solver.T / solver.steps),
+                            only_last)
     times = times.to(device=z0.device, dtype=z0.dtype)
     if solver.adaptive:
         kw = dict(rtol=solver.rtol, atol=solver.atol, options=dict(max_num_steps=solver.max_num_steps))
     else:
         kw = dict(options=dict(step_size=solver.T / solver.steps))
-    if solver.method in fixed_grid.METHODS and not solver.adjoint:
-        return _last_or_all(fixed_grid.solve_fixed(func, z0, times, solver.method, solver.T / solver.steps),
-                            only_last)
     odeint = torchdiffeq.odeint_adjoint if solver.adjoint else torchdiffeq.odeint
     try:
         zs = odeint(func, z0, times, method=solver.method, **kw)
