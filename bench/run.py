@@ -14,8 +14,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
 import attacks  # noqa: E402
 import compiled_field  # noqa: E402
 import gpu  # noqa: E402
@@ -23,6 +21,7 @@ import solvers  # noqa: E402
 import train_step  # noqa: E402
 from common import ROOT, Report, machine, table  # noqa: E402
 from zubov_bench.device import resolve_device  # noqa: E402
+from zubov_bench.io import write_text  # noqa: E402
 from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
 
 BENCHMARKS = ("train_step", "throughput", "autoattack", "compile", "attacks", "solvers")  # run order
@@ -100,7 +99,7 @@ def write_results(info: dict, report: Report, minutes: float, args, pending: lis
     body = [f"<!-- bench:{k} -->\n{blocks[k]}\n<!-- /bench:{k} -->" for k in KINDS if k in blocks]
     if "cuda" not in blocks:
         body.append("No GPU run yet: `python bench/run.py --device cuda --write` on a GPU machine adds one.")
-    RESULTS.write_text("# Benchmark results\n\n" + "\n\n".join(body) + "\n")
+    write_text(RESULTS, "# Benchmark results\n\n" + "\n\n".join(body) + "\n")  # atomic
     print(f"wrote {RESULTS}")
 
 
