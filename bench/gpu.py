@@ -3,16 +3,16 @@ images for the committed FashionMNIST checkpoints. Meant for `--device cuda`; on
 hours (AutoAttack) and are left out of the default run."""
 from __future__ import annotations
 
-import json
 import tempfile
-import time
 
 import torch
 
-from common import ROOT, Report, median_seconds, ms, sync, table
+from common import ROOT, Report, median_seconds, ms, table, timed
 from train_step import TARGET, batch_of, make_step
 from zubov_bench.evaluation import evaluate
 from zubov_bench.models import create_model, list_models
+from zubov_bench.records import Record
+from zubov_bench.reports import load_records
 from zubov_bench.training import resolve_run_config
 
 FASHION = ROOT / "results" / "fashion-mnist"
@@ -60,16 +60,11 @@ def throughput(report: Report, device, quick: bool = False) -> None:
     report.section("Images per second (FashionMNIST)", lines)
 
 
-def _cpu_record(sha: str) -> dict | None:
+def _cpu_record(sha: str) -> Record | None:
     """The committed full-protocol AutoAttack record of the same checkpoint, for comparison."""
-    path = FASHION / "records.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        r = json.loads(line)
-        if (r["checkpoint_sha256"] == sha and r["perturbation"] == "autoattack" and r["grad_solver"] == "deployed"
-                and r["threat"] == "linf" and abs(r["severity"] - AUTOATTACK_EPS) < 1e-9
-                and not r.get("shard")):
-            return r
-    return None
+    return next((r for r in load_records(FASHION) if r.checkpoint_sha256 == sha and r.perturbation == "autoattack"
+                 and r.grad_solver == "deployed" and r.threat == "linf"
+                 and abs(r.severity - AUTOATTACK_EPS) < 1e-9), None)
 
 
 def autoattack(report: Report, device, quick: bool = False) -> None:
@@ -79,18 +74,16 @@ def autoattack(report: Report, device, quick: bool = False) -> None:
     for name in ("node", "zubov"):
         path = FASHION / "checkpoints" / f"{name}-fashion-mnist-s0" / "model.pt"
         with tempfile.TemporaryDirectory() as out:
-            sync()
-            start = time.perf_counter()
-            records = evaluate([str(path)], attacks=["autoattack"], eps=str(AUTOATTACK_EPS), n_samples=n,
-                               batch_size=250, seed=0, device=str(device), grad_solver="deployed", out=out,
-                               progress=False, log=lambda _m: None)
-            sync()
-            seconds = time.perf_counter() - start
+            records = []
+            seconds = timed(lambda: records.extend(evaluate(
+                [str(path)], attacks=["autoattack"], eps=str(AUTOATTACK_EPS), n_samples=n, batch_size=250,
+                seed=0, device=str(device), grad_solver="deployed", out=out, progress=False,
+                log=lambda _m: None)))
         rec = next(r for r in records if r.perturbation == "autoattack")
         cpu = _cpu_record(rec.checkpoint_sha256) if n == 1000 else None
         rows.append([name, rec.n, f"{seconds:.1f}", f"{rec.wall_time * 1000 / rec.n:.1f}", f"{rec.clean_acc:.1%}",
-                     f"{rec.robust_acc:.1%}", "" if cpu is None else f"{cpu['robust_acc']:.1%}",
-                     "" if cpu is None else f"{cpu['wall_time'] * 1000 / cpu['n']:.0f}"])
+                     f"{rec.robust_acc:.1%}", "" if cpu is None else f"{cpu.robust_acc:.1%}",
+                     "" if cpu is None else f"{cpu.wall_time * 1000 / cpu.n:.0f}"])
     lines = [f"AutoAttack (pyautoattack, version standard) at L∞ ε = {AUTOATTACK_EPS} on the committed "
              "results/fashion-mnist checkpoints, batch 250, deployed gradient view, timed around the "
              "suite's `evaluate` (clean pass and threat-model checks included); the attack time is the "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from common import ROOT, sync, table  # noqa: E402
+from common import ROOT, sync, table, timed  # noqa: E402
 from zubov_bench.device import deterministic_algorithms, resolve_device  # noqa: E402
 from zubov_bench.evaluation.context import load_context  # noqa: E402
 from zubov_bench.evaluation.solver_view import GradientView, GradSolver  # noqa: E402
@@ -33,11 +32,8 @@ SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", 
 
 def timed_attack(view, x, y, eps: float, attacks, deterministic: bool, device) -> float:
     with deterministic_algorithms(deterministic, device):
-        sync()
-        start = time.perf_counter()
-        run_autoattack(view, x, y, eps=eps, norm="linf", version="custom", attacks=attacks, seed=0)
-        sync()
-    return time.perf_counter() - start
+        return timed(lambda: run_autoattack(view, x, y, eps=eps, norm="linf", version="custom",
+                                            attacks=attacks, seed=0))
 
 
 def main(argv=None) -> int:

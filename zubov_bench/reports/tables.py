@@ -96,8 +96,6 @@ def _sizes(table: Table) -> str:
     by_column = {c: {n for m in table.methods if table.cell(m, c) for n in table.cell(m, c).n}
                  for c in table.columns}
     counts = Counter(n for sizes in by_column.values() for n in sizes)
-    if not counts:
-        return "n = 0"
     usual = counts.most_common(1)[0][0]
     odd = [f"{c.group} {c.label}".strip() + f": {', '.join(map(str, sorted(sizes)))}"
            for c, sizes in by_column.items() if sizes - {usual}]
