@@ -110,8 +110,9 @@ def test_illinois_and_bisection_find_the_same_crossing(digits):
     assert torch.allclose(found["illinois"], found["bisection"], atol=1e-6, rtol=1e-6)
 
 
-def test_consistency_residual_matches_finite_differences(digits):
-    model = make_zubov(digits)
+@pytest.mark.parametrize("cfg", LYAP_VARIANTS)
+def test_consistency_residual_matches_finite_differences(digits, cfg):
+    model = make_zubov(digits, **cfg)
     k, d = 10, model.cfg.d
     cls = torch.randint(k, (64,))
     z = model.equilibria[cls] + torch.randn(64, d, dtype=torch.float64)
@@ -125,14 +126,16 @@ def test_consistency_residual_matches_finite_differences(digits):
     assert torch.allclose(r.detach(), ref, rtol=1e-5, atol=1e-7)
 
 
-def test_total_loss_reaches_stem_ode_and_lyapunov(digits):
-    model = make_zubov(digits, dtype=torch.float32)
+@pytest.mark.parametrize("cfg", LYAP_VARIANTS)
+def test_total_loss_reaches_stem_ode_and_lyapunov(digits, cfg):
+    model = make_zubov(digits, dtype=torch.float32, **cfg)
     x, y = digits.x_train[:32], digits.y_train[:32]
     loss, terms = model.training_loss(x, y)
     assert set(terms) >= {"cls", "con", "sep", "eq"}
     loss.backward()
+    unused = set() if model.cfg.lyap_attention else set(model.lyap.attn.parameters())
     for part in (model.stem, model.odefunc, model.lyap):
-        grads = [p.grad for p in part.parameters() if p.requires_grad]
+        grads = [p.grad for p in part.parameters() if p.requires_grad and p not in unused]
         assert grads and all(g is not None for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
     # the consistency loss alone also reaches both the field (theta) and the Lyapunov net (psi)

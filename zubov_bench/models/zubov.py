@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import jvp
+import torch.autograd.forward_ad as fwad
 from torch.profiler import record_function
 
 from ..data.base import DataSpec
@@ -122,7 +122,8 @@ class ZubovNet(ODEModel):
     # --- losses -------------------------------------------------------------------------
     def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """r_k(z) = exp(-V_k) (grad V_k . f + alpha ||z - e_k||^2), with grad V_k . f by one JVP."""
-        v, v_dot = jvp(lambda p: self.lyap(p, cls), (z,), (self.vector_field(z),))
+        with fwad.dual_level():  # forward-mode AD: same values as torch.func.jvp, less overhead
+            v, v_dot = fwad.unpack_dual(self.lyap(fwad.make_dual(z, self.vector_field(z)), cls))
         h = self.cfg.alpha * (z - self.equilibria.index_select(0, cls)).pow(2).sum(-1)
         return torch.exp(-v) * (v_dot + h)
 
