@@ -76,13 +76,13 @@ def test_boundary_sampling_hits_the_level_set_in_one_batched_call(digits, monkey
     model = make_zubov(digits)
     level = model.cfg.level
     calls = []
-    evaluate = type(model.lyap)._v
+    evaluate = type(model.lyap)._from_g  # every evaluation of V ends here
 
-    def counting_v(self, zc, cls, constants):
+    def counting_v(self, g, zc, g_eq, grad_eq):
         calls.append(len(zc))
-        return evaluate(self, zc, cls, constants)
+        return evaluate(self, g, zc, g_eq, grad_eq)
 
-    monkeypatch.setattr(type(model.lyap), "_v", counting_v)
+    monkeypatch.setattr(type(model.lyap), "_from_g", counting_v)
     states = model.equilibria[torch.randint(10, (64,))] + torch.randn(64, model.cfg.d, dtype=torch.float64)
     cfg = BoundaryConfig(rays=32, root=root, rounds=rounds)
     points, cls, shells, shell_cls = sample_boundary(model.lyap, level, cfg, states=states)
@@ -124,6 +124,22 @@ def test_consistency_residual_matches_finite_differences(digits, cfg):
         v_dot = (v(z + h * f) - v(z - h * f)) / (2 * h)
         ref = torch.exp(-v(z)) * (v_dot + model.cfg.alpha * (z - model.equilibria[cls]).pow(2).sum(-1))
     assert torch.allclose(r.detach(), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("cfg", LYAP_VARIANTS + [{"lyap_kind": "mlp"}])
+def test_hand_written_tangents_equal_autograd_forward_mode(digits, cfg):
+    model = make_zubov(digits, **cfg)
+    cls = torch.randint(10, (300,))
+    # points at every distance from e_k: ReHU's zero, quadratic and linear pieces all occur
+    z = model.equilibria[cls] + torch.logspace(-4, 1, 300)[:, None] * torch.randn(300, model.cfg.d,
+                                                                                 dtype=torch.float64)
+    dz = torch.randn_like(z)
+    v, v_dot = model.lyap.jvp(z, dz, cls)
+    with torch.autograd.forward_ad.dual_level():
+        dual = model.lyap(torch.autograd.forward_ad.make_dual(z, dz), cls)
+        ref_v, ref_dot = torch.autograd.forward_ad.unpack_dual(dual)
+    assert torch.equal(v, ref_v)
+    assert torch.allclose(v_dot, ref_dot, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("cfg", LYAP_VARIANTS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as fwad
 import torch.nn.functional as F
 from torch import nn
 
@@ -71,18 +72,29 @@ class LyapunovNet(nn.Module):
 
     def _g(self, zc: torch.Tensor, ctx, cls: torch.Tensor | None) -> torch.Tensor:
         """G on centred states; zc is (N, K, d) for all classes or (N, d) with classes `cls`."""
-        pick = (lambda t: t) if cls is None else (lambda t: t.index_select(0, cls))
         if self.cfg.kind == "mlp":
             u = self.embed if self.cfg.context == "embedding" else self.equilibria
-            u = pick(u).expand(*zc.shape[:-1], -1)
+            u = (u if cls is None else u.index_select(0, cls)).expand(*zc.shape[:-1], -1)
             return self.mlp(torch.cat([zc, u], dim=-1)).squeeze(-1)
+        return self._convex_path(zc, self._weights(ctx, cls))
+
+    def _weights(self, ctx, cls: torch.Tensor | None):
+        """The convex path's z-independent factors, per layer, picked for the points' classes."""
+        pick = (lambda t: t) if cls is None else (lambda t: t.index_select(0, cls))
+        layers = [(pick(scale), self.W[i].T, pick(offset),
+                   None if i == 0 else torch.softmax(self.Pi[i - 1], dim=1).T)
+                  for i, (scale, offset) in enumerate(ctx)]
+        return layers, F.softplus(self.w_out)
+
+    def _convex_path(self, zc: torch.Tensor, weights) -> torch.Tensor:
+        layers, w_out = weights
         s = None
-        for i, (scale, offset) in enumerate(ctx):
-            pre = (pick(scale) * zc) @ self.W[i].T + pick(offset)
-            if s is not None:
-                pre = pre + s @ torch.softmax(self.Pi[i - 1], dim=1).T
+        for scale, w_t, offset, mix in layers:
+            pre = (scale * zc) @ w_t + offset
+            if mix is not None:
+                pre = pre + s @ mix
             s = F.softplus(pre)
-        return s @ F.softplus(self.w_out) + self.b_out
+        return s @ w_out + self.b_out
 
     def _constants(self):
         """What V needs that does not depend on z: the class context, and G and grad G at e_k."""
@@ -103,6 +115,10 @@ class LyapunovNet(nn.Module):
         if cls is not None:
             g_eq = g_eq.index_select(0, cls)
             grad_eq = None if grad_eq is None else grad_eq.index_select(0, cls)
+        return self._from_g(g, zc, g_eq, grad_eq)
+
+    def _from_g(self, g, zc, g_eq, grad_eq) -> torch.Tensor:
+        """V from G(z), G(e_k) and, for the Bregman form, grad G(e_k)."""
         if self.cfg.form == "bregman":
             core = F.relu(g - g_eq - (grad_eq * zc).sum(-1))  # exact convexity makes this >= 0; guards round-off
         else:
@@ -115,10 +131,49 @@ class LyapunovNet(nn.Module):
         zc = z.unsqueeze(-2) - eq if cls is None else z - eq.index_select(0, cls)
         return self._v(zc, cls, self._constants())
 
+    def jvp(self, z: torch.Tensor, dz: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V_cls(z) and its derivative along dz, in one forward pass (forward-mode AD).
+
+        The convex path carries its tangents by hand with the formulas forward-mode autograd
+        uses, which gives the same values with far less per-op overhead; other kinds use autograd.
+        """
+        if self.cfg.kind == "mlp":
+            with fwad.dual_level():
+                return fwad.unpack_dual(self(fwad.make_dual(z, dz), cls))
+        ctx, g_eq, grad_eq = self._constants()
+        (layers, w_out), zc = self._weights(ctx, cls), z - self.equilibria.index_select(0, cls)
+        s = ds = None
+        for scale, w_t, offset, mix in layers:
+            pre, dpre = (scale * zc) @ w_t + offset, (dz * scale) @ w_t
+            if mix is not None:
+                pre, dpre = pre + s @ mix, dpre + ds @ mix
+            s, ds = F.softplus(pre), torch.ops.aten.softplus_backward(dpre, pre, 1.0, 20.0)
+        g, dg = s @ w_out + self.b_out, ds @ w_out
+        g_eq = g_eq.index_select(0, cls)
+        if self.cfg.form == "bregman":
+            grad_eq = grad_eq.index_select(0, cls)
+            t, dt = g - g_eq - (grad_eq * zc).sum(-1), dg - (dz * grad_eq).sum(-1)
+            core = F.relu(t)
+            dcore = torch.ops.aten.threshold_backward(dt, core, 0.0)
+        else:
+            delta = self.cfg.rehu_delta
+            t = g - g_eq
+            core = rehu(t, delta)
+            dcore = torch.where(t <= 0, torch.zeros_like(t),
+                                torch.where(t <= delta, (dg * t + dg * t) / (2 * delta), dg))
+        quad = self.cfg.quad
+        return core + quad * (zc * zc).sum(-1), dcore + (dz * zc + dz * zc).sum(-1) * quad
+
     def of_offset(self, cls: torch.Tensor):
-        """u -> V_cls(e_cls + u), with the z-independent part computed once for many calls."""
+        """u -> V_cls(e_cls + u), with everything independent of u computed once for many calls."""
         constants = self._constants()
-        return lambda offset: self._v(offset, cls, constants)
+        if self.cfg.kind == "mlp":
+            return lambda offset: self._v(offset, cls, constants)
+        ctx, g_eq, grad_eq = constants
+        weights = self._weights(ctx, cls)
+        g_eq = g_eq.index_select(0, cls)
+        grad_eq = None if grad_eq is None else grad_eq.index_select(0, cls)
+        return lambda offset: self._from_g(self._convex_path(offset, weights), offset, g_eq, grad_eq)
 
 
 @dataclass
@@ -192,16 +247,17 @@ def _bisect(f, lo, hi, f_lo, f_hi, rounds: int) -> torch.Tensor:
 
 def _illinois(f, lo, hi, f_lo, f_hi, rounds: int) -> torch.Tensor:
     """Bracketed regula falsi with the Illinois fix: superlinear on the convex rays of V_k."""
-    side = torch.zeros_like(lo)  # +1: hi moved last round, -1: lo moved last round
+    hi_moved = None  # which end moved in the previous round (None before the first)
     for _ in range(rounds):
         width = f_hi - f_lo
         x = torch.where(width > 0, lo - f_lo * (hi - lo) / width.clamp_min(1e-30), (lo + hi) / 2)
         x = torch.minimum(torch.maximum(x, lo), hi)
         f_x = f(x)
         up = f_x >= 0
-        # Illinois: when the same end survives twice, halve its value so the other end moves
-        f_lo = torch.where(~up, f_x, torch.where(side > 0, f_lo / 2, f_lo))
-        f_hi = torch.where(up, f_x, torch.where(side < 0, f_hi / 2, f_hi))
+        if hi_moved is not None:  # Illinois: an end that survives twice has its value halved
+            f_lo = torch.where(hi_moved, f_lo / 2, f_lo)
+            f_hi = torch.where(hi_moved, f_hi, f_hi / 2)
+        f_lo, f_hi = torch.where(up, f_lo, f_x), torch.where(up, f_x, f_hi)
         lo, hi = torch.where(up, lo, x), torch.where(up, x, hi)
-        side = torch.where(up, torch.ones_like(side), -torch.ones_like(side))
+        hi_moved = up
     return torch.where(f_hi.abs() <= f_lo.abs(), hi, lo)

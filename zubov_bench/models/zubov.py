@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-import torch.autograd.forward_ad as fwad
 from torch.profiler import record_function
 
 from ..data.base import DataSpec
@@ -122,8 +121,7 @@ class ZubovNet(ODEModel):
     # --- losses -------------------------------------------------------------------------
     def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """r_k(z) = exp(-V_k) (grad V_k . f + alpha ||z - e_k||^2), with grad V_k . f by one JVP."""
-        with fwad.dual_level():  # forward-mode AD: same values as torch.func.jvp, less overhead
-            v, v_dot = fwad.unpack_dual(self.lyap(fwad.make_dual(z, self.vector_field(z)), cls))
+        v, v_dot = self.lyap.jvp(z, self.vector_field(z), cls)
         h = self.cfg.alpha * (z - self.equilibria.index_select(0, cls)).pow(2).sum(-1)
         return torch.exp(-v) * (v_dot + h)
 
@@ -158,7 +156,12 @@ class ZubovNet(ODEModel):
             with record_function("boundary_sampling"):
                 b, b_cls, shells, s_cls = self.boundary_points(z0)
         with record_function("lyapunov"):  # one batched evaluation of every class's V
-            v_cls, v0, v_b = self.lyap(torch.cat([z_cls, z0, b])).split([len(z_cls), len(z0), len(b)])
+            if cfg.lambda_sep:
+                v_cls, v0, v_b = self.lyap(torch.cat([z_cls, z0, b])).split([len(z_cls), len(z0), len(b)])
+            else:  # the separation loss carries no gradient: evaluate it for the log only
+                v_cls = self.lyap(z_cls)
+                with torch.no_grad():
+                    v0, v_b = self.lyap(torch.cat([z0, b])).split([len(z0), len(b)])
         logits = self.logits_from_lyapunov(v_cls)
         loss_cls = F.cross_entropy(logits, y)
         loss_sep = self.separation(v0, y, own_term=True)
