@@ -213,16 +213,7 @@ def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
     def gap(r):  # V_k(e_k + r u) - c: convex in r, -c at r = 0
         return v_along(r[:, None] * u) - level
 
-    lo = torch.zeros(len(u), device=dev, dtype=dt)
-    hi = torch.full_like(lo, cfg.r0)
-    g_lo, g_hi = torch.full_like(lo, -level), gap(hi)
-    for _ in range(cfg.max_doublings):
-        if bool((g_hi >= 0).all()):
-            break
-        below = g_hi < 0
-        lo, g_lo = torch.where(below, hi, lo), torch.where(below, g_hi, g_lo)
-        hi = torch.where(below, 2 * hi, hi)
-        g_hi = torch.where(below, gap(hi), g_hi)
+    lo, hi, g_lo, g_hi = _bracket(v_along, u, level, cfg)
     crossed = g_hi >= 0
     refine = _illinois if cfg.root == "illinois" else _bisect
     r = refine(gap, lo, hi, g_lo, g_hi, cfg.rounds)[crossed]
@@ -233,6 +224,34 @@ def sample_boundary(lyap: LyapunovNet, level: float, cfg: BoundaryConfig,
     shells = torch.cat([base + ((1 - cfg.shell_delta) * r)[:, None] * u,
                         base + ((1 + cfg.shell_delta) * r)[:, None] * u])
     return points, cls, shells, cls.repeat(2)
+
+
+BRACKET_BATCH = 5  # radii r0 * 2^j tried per call: trained models cross by j = 4 (8 rays of 10 checkpoints)
+
+
+def _bracket(v_along, u: torch.Tensor, level: float, cfg: BoundaryConfig):
+    """Per ray, the first radius r0 * 2^j (j <= max_doublings) where V_k - c stops being negative,
+    the radius before it (0 for j = 0), and V_k - c at both: (lo, hi, gap(lo), gap(hi)).
+
+    The same bracket as doubling r_hi one V evaluation at a time, but BRACKET_BATCH radii of
+    every ray go into one batched evaluation. A ray that never crosses ends with gap(hi) < 0 or NaN.
+    """
+    radii = [torch.zeros(1, dtype=u.dtype, device=u.device)]
+    gaps = [torch.full((len(u), 1), -level, dtype=u.dtype, device=u.device)]
+    tried = 0
+    while tried <= cfg.max_doublings:
+        j = torch.arange(tried, min(tried + BRACKET_BATCH, cfg.max_doublings + 1), dtype=u.dtype, device=u.device)
+        radii.append(cfg.r0 * 2.0**j)
+        tried += len(j)
+        gaps.append((v_along(radii[-1][:, None, None] * u) - level).T)  # (rays, radii)
+        stop = ~(torch.cat(gaps[1:], 1) < 0)  # V_k >= c, or NaN: doubling stops there
+        if bool(stop.any(1).all()):
+            break
+    radii, gaps = torch.cat(radii), torch.cat(gaps, 1)
+    last = torch.full_like(stop[:, 0], stop.shape[1] - 1, dtype=torch.long)
+    first = torch.where(stop.any(1), stop.int().argmax(1), last)
+    pick = lambda j: gaps.gather(1, j[:, None]).squeeze(1)  # noqa: E731
+    return radii[first], radii[first + 1], pick(first), pick(first + 1)
 
 
 def _bisect(f, lo, hi, f_lo, f_hi, rounds: int) -> torch.Tensor:
