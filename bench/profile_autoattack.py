@@ -32,8 +32,8 @@ SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", 
 
 def timed_attack(view, x, y, eps: float, attacks, deterministic: bool, device) -> float:
     with deterministic_algorithms(deterministic, device):
-        return timed(lambda: run_autoattack(view, x, y, eps=eps, norm="linf", version="custom",
-                                            attacks=attacks, seed=0))
+        return timed(lambda: run_autoattack(view, x, y, eps=eps, norm="linf", version="standard",
+                                            only=attacks, seed=0))
 
 
 def main(argv=None) -> int:
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with deterministic_algorithms(True, device), profile(activities=activities) as prof:
-        run_autoattack(view, x, y, eps=args.eps, norm="linf", version="custom", attacks=["apgd-ce"], seed=0)
+        run_autoattack(view, x, y, eps=args.eps, norm="linf", version="standard", only=["apgd-ce"], seed=0)
         sync()
     averages = prof.key_averages()
     print("APGD-CE under the profiler, top operators by self CPU time:")

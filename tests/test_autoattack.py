@@ -107,3 +107,18 @@ def test_vector_inputs_and_too_few_classes_are_user_errors():
         create_perturbation("autoattack", version="custom", attacks="apgd-t")(model, x, y, 0.05, gen())
     x_adv = create_perturbation("autoattack", version="custom", attacks="apgd-ce")(model, x, y, 0.05, gen())
     assert float(lp_distance(x_adv, x, "linf").max()) <= 0.05 + 1e-5
+
+
+def test_only_runs_a_subset_with_the_version_settings(digits, small_mlp, monkeypatch):
+    from zubov_bench.perturbations.autoattack import run_autoattack
+    seen = {}
+
+    def capture(self, x, y, batch_size=250, **kw):
+        seen.update(attacks=list(self.attacks_to_run), restarts=self.apgd.n_restarts)
+        return x, None
+    monkeypatch.setattr(LibraryAutoAttack, "run_standard_evaluation", capture)
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    run_autoattack(small_mlp, x, y, eps=0.1, norm="linf", version="standard", seed=0, only=["apgd-ce"])
+    assert seen == {"attacks": ["apgd-ce"], "restarts": 1}  # the standard's single restart
+    run_autoattack(small_mlp, x, y, eps=0.1, norm="linf", version="custom", seed=0, attacks=["apgd-ce"])
+    assert seen == {"attacks": ["apgd-ce"], "restarts": 5}  # custom: the library's default

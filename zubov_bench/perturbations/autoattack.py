@@ -68,12 +68,17 @@ class AutoAttack(Attack):
 
 
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-                   version: str, seed: int, attacks=None, batch_size: int | None = None) -> torch.Tensor:
-    """pyautoattack's run_standard_evaluation on (x, y); returns x_adv. Leaves torch's RNG as it was."""
+                   version: str, seed: int, attacks=None, batch_size: int | None = None,
+                   only=None) -> torch.Tensor:
+    """pyautoattack's run_standard_evaluation on (x, y); returns x_adv. Leaves torch's RNG as it was.
+
+    `only` runs a subset of the version's attacks with the version's settings (version=custom
+    runs the library's defaults instead, for example 5 APGD restarts where standard runs 1).
+    """
     from pyautoattack import AutoAttack as LibraryAutoAttack
 
     num_classes = _num_classes(model, x)
-    to_run = list(attacks) if attacks else list(VERSION_ATTACKS[version])
+    to_run = list(only or attacks or VERSION_ATTACKS[version])
     for name in to_run:
         if num_classes < MIN_CLASSES.get(name, 2):
             raise UserError(f"autoattack: {name} needs at least {MIN_CLASSES[name]} classes, "
@@ -81,6 +86,8 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     adversary = LibraryAutoAttack(model, norm=LIBRARY_NORM[norm], eps=eps, version=version,
                                   device=x.device, seed=seed,
                                   attacks=list(attacks) if version == "custom" else None)
+    if only:
+        adversary.attacks_to_run = list(only)
     # The library targets the 9 runner-up classes; with fewer classes there are fewer targets.
     adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, num_classes - 1)
     adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, num_classes - 1)
