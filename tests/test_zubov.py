@@ -100,7 +100,7 @@ def test_boundary_sampling_hits_the_level_set_in_one_batched_call(digits, monkey
     assert (inner < level).all() and (outer > level).all()
 
 
-@pytest.mark.parametrize("r0,max_doublings", [(1.0, 16), (0.01, 3), (64.0, 16), (0.3, 7)])
+@pytest.mark.parametrize("r0,max_doublings", [(1.0, 16), (0.01, 3), (64.0, 16), (0.3, 7), (0.3, 0)])
 def test_batched_bracket_equals_doubling_one_radius_at_a_time(digits, r0, max_doublings):
     model = make_zubov(digits, dtype=torch.float32)
     cls = torch.arange(10).repeat_interleave(16)
@@ -119,7 +119,7 @@ def test_batched_bracket_equals_doubling_one_radius_at_a_time(digits, r0, max_do
     for ours, reference in zip(found, (lo, hi, g_lo, g_hi)):
         assert torch.equal(ours, reference.detach())
     crossed = g_hi >= 0
-    assert 0 < crossed.sum() or max_doublings == 3  # r0 = 0.01 with 3 doublings leaves every ray short
+    assert 0 < crossed.sum() or max_doublings <= 3  # r0 = 0.01 with 3 doublings leaves every ray short
     if r0 == 64.0:
         assert torch.equal(found[0], torch.zeros(len(u)))  # every ray crosses at r0: the bracket starts at 0
 

@@ -238,9 +238,9 @@ def _bracket(v_along, u: torch.Tensor, level: float, cfg: BoundaryConfig):
     """
     radii = [torch.zeros(1, dtype=u.dtype, device=u.device)]
     gaps = [torch.full((len(u), 1), -level, dtype=u.dtype, device=u.device)]
-    tried = 0
-    while tried <= cfg.max_doublings:
-        j = torch.arange(tried, min(tried + BRACKET_BATCH, cfg.max_doublings + 1), dtype=u.dtype, device=u.device)
+    tried, total = 0, max(cfg.max_doublings, 0) + 1  # r0 itself, then the doublings
+    while tried < total:
+        j = torch.arange(tried, min(tried + BRACKET_BATCH, total), dtype=u.dtype, device=u.device)
         radii.append(cfg.r0 * 2.0**j)
         tried += len(j)
         gaps.append((v_along(radii[-1][:, None, None] * u) - level).T)  # (rays, radii)
