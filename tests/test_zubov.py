@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from zubov_bench.models import create_model
-from zubov_bench.models.layers import pairwise_cosines, simplex_vectors
-from zubov_bench.models.layers import unit_rows
+from zubov_bench.models.layers import pairwise_cosines, simplex_vectors, unit_rows
 from zubov_bench.models.lyapunov import BoundaryConfig, _bracket, sample_boundary
 from zubov_bench.training import resolve_run_config, train_run
 

@@ -155,7 +155,7 @@ class ZubovNet(ODEModel):
         if cfg.boundary and cfg.lambda_con + cfg.lambda_sep > 0:
             with record_function("boundary_sampling"):
                 b, b_cls, shells, s_cls = self.boundary_points(z0)
-        with record_function("lyapunov"):  # one batched evaluation of every class's V
+        with record_function("lyapunov"):  # every class's V, batched over all points that carry a gradient
             if cfg.lambda_sep:
                 v_cls, v0, v_b = self.lyap(torch.cat([z_cls, z0, b])).split([len(z_cls), len(z0), len(b)])
             else:  # the separation loss carries no gradient: evaluate it for the log only
