@@ -66,8 +66,12 @@ BAD_INPUT = [
     (["train", "--model", "node", "--set", "bogus=1"], "unknown config key"),
     (["train", "--model", "node", "--dataset", "mnist"], "not found under"),
     (["train", "--model", "node", "--config", "{bad_yaml}"], "cannot parse config file"),
-    (["train", "--resume", "{corrupt_run}"], "cannot resume"),
+    (["train", "--resume", "{corrupt_run}"], "last.pt: corrupt or truncated file"),
     (["train", "--model", "node", "--out", "/dev/null/run"], "cannot"),
+    (["train", "--resume", "{corrupt_run}", "--dataset", "fashion-mnist"], "--dataset fashion-mnist does not match"),
+    (["train", "--resume", "{corrupt_run}", "--model", "zubov"], "--model zubov does not match"),
+    (["train", "--resume", "{corrupt_run}", "--epochs", "9"], "--epochs cannot be combined with --resume"),
+    (["train", "--resume", "{corrupt_run}", "--lr", "0.1"], "--lr cannot be combined with --resume"),
 ]
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +158,14 @@ def test_check_writable_target(tmp_path):
         check_writable_target(tmp_path / "file")
     with pytest.raises(UserError):
         check_writable_target(tmp_path / "file" / "sub")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the write probe is gone
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_check_writable_target_probes_even_for_root():
+    """os.access() grants root everything; /proc refuses new files to everyone."""
+    with pytest.raises(UserError, match="not writable"):
+        check_writable_target("/proc/zubov-bench-probe/out")
 
 
 def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,32 @@ def save_checkpoint(path: str | Path, model, extra: dict[str, Any] | None = None
     return digest
 
 
+def load_failure_reason(exc: BaseException) -> str:
+    """torch.load's error, as a short reason: unsafe content apart from plain corruption."""
+    text = str(exc).strip()
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return f"it references code ({code[1]}), which safe loading (weights_only=True) refuses to run"
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    return f"corrupt or truncated file ({first[:120]})"
+
+
+def safe_torch_load(path: str | Path):
+    """torch.load with weights_only=True; any failure is a one-line UserError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        raise UserError(f"cannot load {path}: {load_failure_reason(exc)}") from None
+
+
 def read_payload(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load checkpoint {path}: corrupt, truncated or unsafe file ({first[:160]})") from None
+    payload = safe_torch_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a zubov-bench checkpoint")
     return payload

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import UserError
 from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
 
 
@@ -43,8 +44,16 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
     from ..training.distributed import is_main
 
     if resume_dir:
-        summary = resume_run(resume_dir, data_root=data_root, download=download,
-                             device=device, progress=progress)
+        fixed = {"--config": config_file, "--set": sets, "--label": label, "--out": out, "--force": force,
+                 "--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--seed": seed,
+                 "--save-every-steps": save_every_steps, "--adv-eps": adv_eps, "--adv-steps": adv_steps,
+                 "--compile/--no-compile": compile_field}
+        given = [name for name, value in fixed.items() if value not in (None, (), False)]
+        if given:
+            raise UserError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps "
+                            f"the config stored in {resume_dir}")
+        summary = resume_run(resume_dir, expect={"model": model, "dataset": dataset}, data_root=data_root,
+                             download=download, device=device, progress=progress)
         run_dir = resume_dir
     else:
         overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,

@@ -13,6 +13,7 @@ import os
 import io as _io
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -193,6 +194,12 @@ def check_writable_target(path: str | Path) -> None:
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"output folder {path} is not writable")
+    try:  # access() says yes to root everywhere (even in /proc); a real probe file does not
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+    except OSError as exc:
+        raise UserError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _all_shards_present(parts: list[Record]) -> bool:

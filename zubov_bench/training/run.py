@@ -98,12 +98,18 @@ def _start_run_dir(run_dir: Path, resolved: dict, trainer: Trainer, device: str)
         (run_dir / stale).unlink(missing_ok=True)
 
 
-def resume_run(run_dir: Path, *, data_root=None, download=False, device=None, progress=True) -> dict:
+def resume_run(run_dir: Path, *, expect: dict | None = None, data_root=None, download=False, device=None,
+               progress=True) -> dict:
+    """Continue `run_dir` from its last checkpoint; `expect` ({"dataset": ...}) must match the stored run."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / RESOLVED_CONFIG
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a training run folder (no {RESOLVED_CONFIG})")
     resolved = load_config_file(cfg_path)
+    for key, value in (expect or {}).items():
+        if value is not None and value != resolved.get(key):
+            raise UserError(f"--{key} {value} does not match the run in {run_dir}, "
+                            f"which trains {key} {resolved.get(key)}")
     device = device or resolved["train"].get("device", "auto")
     with distributed.process_group(resolve_device(device)):
         trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..checkpoint import save_checkpoint
+from ..checkpoint import safe_torch_load, save_checkpoint
 from ..data import DatasetBundle
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
@@ -174,10 +174,7 @@ class Trainer:
         path = self.run_dir / STATE_FILE
         if not path.is_file():
             raise UserError(f"nothing to resume in {self.run_dir}: no {STATE_FILE}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"cannot resume from {path}: corrupt or unsafe file ({type(exc).__name__})") from None
+        state = safe_torch_load(path)
         self.progress = Progress(**state["progress"])
         for i in range(self.progress.stage + 1):
             self.stages[i].setup()
