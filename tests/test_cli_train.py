@@ -72,6 +72,12 @@ BAD_INPUT = [
     (["train", "--resume", "{corrupt_run}", "--model", "zubov"], "--model zubov does not match"),
     (["train", "--resume", "{corrupt_run}", "--epochs", "9"], "--epochs cannot be combined with --resume"),
     (["train", "--resume", "{corrupt_run}", "--lr", "0.1"], "--lr cannot be combined with --resume"),
+    # click's own usage errors are one line too
+    (["train", "--model", "node", "--epochs", "abc"], "'abc' is not a valid integer"),
+    (["train", "--model", "node", "--device", "tpu"], "'tpu' is not one of"),
+    (["train", "--model", "node", "--bogus"], "No such option '--bogus'"),
+    (["bogus"], "No such command 'bogus'"),
+    (["plot", "--results", "."], "Missing option '--out'"),
 ]
 
 
