@@ -162,10 +162,14 @@ def test_check_writable_target(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
-def test_check_writable_target_probes_even_for_root():
+def test_writability_checks_probe_even_for_root():
     """os.access() grants root everything; /proc refuses new files to everyone."""
+    from zubov_bench.io import ensure_writable_dir
+
     with pytest.raises(UserError, match="not writable"):
         check_writable_target("/proc/zubov-bench-probe/out")
+    with pytest.raises(UserError, match="not writable"):
+        ensure_writable_dir("/proc")  # exists, so mkdir succeeds; only the probe refuses it
 
 
 def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):

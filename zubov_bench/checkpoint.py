@@ -55,7 +55,7 @@ def save_checkpoint(path: str | Path, model, extra: dict[str, Any] | None = None
     return digest
 
 
-def load_failure_reason(exc: BaseException) -> str:
+def _load_failure_reason(exc: BaseException) -> str:
     """torch.load's error, as a short reason: unsafe content apart from plain corruption."""
     text = str(exc).strip()
     code = re.search(r"GLOBAL ([\w.]+)", text)
@@ -73,7 +73,7 @@ def safe_torch_load(path: str | Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, KeyError, IndexError, TypeError) as exc:
-        raise UserError(f"cannot load {path}: {load_failure_reason(exc)}") from None
+        raise UserError(f"cannot load {path}: {_load_failure_reason(exc)}") from None
 
 
 def read_payload(path: str | Path) -> dict:

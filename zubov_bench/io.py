@@ -67,6 +67,18 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"output folder {path} is not writable")
+    check_can_create_files(path, path)
     return path
+
+
+def check_can_create_files(folder: Path, target: str | os.PathLike) -> None:
+    """Raise a UserError (naming `target`) unless a file can be created in the existing `folder`.
+
+    A real probe file, because os.access() says yes to root everywhere, even in /proc.
+    """
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError as exc:
+        raise UserError(f"output folder {target} is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)

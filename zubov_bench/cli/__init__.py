@@ -20,7 +20,7 @@ class SuiteGroup(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()  # a bare `zubov-bench` or `zubov-bench eval`-style group call: show the help
+            exc.show()  # a bare `zubov-bench`: its help, as click shows it
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx else "zubov-bench"

@@ -43,12 +43,13 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
     from ..training import resolve_run_config, resume_run, train_run
     from ..training.distributed import is_main
 
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                 "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,
+                 "adv_steps": adv_steps}
     if resume_dir:
-        fixed = {"--config": config_file, "--set": sets, "--label": label, "--out": out, "--force": force,
-                 "--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--seed": seed,
-                 "--save-every-steps": save_every_steps, "--adv-eps": adv_eps, "--adv-steps": adv_steps,
-                 "--compile/--no-compile": compile_field}
-        given = [name for name, value in fixed.items() if value not in (None, (), False)]
+        run_options = {"--config": config_file, "--set": sets, "--label": label, "--out": out, "--force": force}
+        given = [name for name, value in run_options.items() if value]
+        given += [f"--{key.replace('_', '-')}" for key, value in overrides.items() if value is not None]
         if given:
             raise UserError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps "
                             f"the config stored in {resume_dir}")
@@ -56,9 +57,6 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
                              download=download, device=device, progress=progress)
         run_dir = resume_dir
     else:
-        overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,
-                     "adv_steps": adv_steps}
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
         if label:
             resolved["method"] = label

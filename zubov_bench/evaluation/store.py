@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import os
 import io as _io
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 from filelock import FileLock
 
 from ..errors import UserError
-from ..io import atomic_path, ensure_writable_dir, write_text
+from ..io import atomic_path, check_can_create_files, ensure_writable_dir, write_text
 from ..records import Record
 
 RECORDS = "records.jsonl"
@@ -192,14 +190,9 @@ def check_writable_target(path: str | Path) -> None:
     if path.exists() and not path.is_dir():
         raise UserError(f"output folder {path} is a file")
     existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
         raise UserError(f"output folder {path} is not writable")
-    try:  # access() says yes to root everywhere (even in /proc); a real probe file does not
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
-    except OSError as exc:
-        raise UserError(f"output folder {path} is not writable ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
+    check_can_create_files(existing, path)
 
 
 def _all_shards_present(parts: list[Record]) -> bool:
