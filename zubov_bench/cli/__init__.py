@@ -66,7 +66,7 @@ def _register_commands() -> None:
 
     for module in (train_cmd, list_cmd):
         main.add_command(module.command)
-    for optional in ("eval_cmd", "table_cmd", "plot_cmd", "reproduce_cmd", "sweep_cmd"):
+    for optional in ("eval_cmd", "table_cmd", "plot_cmd", "reproduce_cmd", "sweep_cmd", "certify_cmd"):
         try:
             module = __import__(f"{__name__}.{optional}", fromlist=["command"])
         except ModuleNotFoundError as exc:
