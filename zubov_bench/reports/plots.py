@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..io import atomic_path
 from ..records import Record
 from .aggregate import CLEAN, WORST_CASE, Cell, column_order, filter_records, ordered, summarize
+from .certified import certified_title, is_certified
 from .labels import NOISE_PARAMETER, THREATS, series_label, severity_label
 
 FIGURE_FORMATS = ("png", "pdf")
@@ -62,9 +63,10 @@ def severity_figure(records: list[Record], dataset: str) -> Figure:
     fig, axes = _panel_grid(len(series))
     for ax, (pert, threat) in zip(axes, series):
         for i, method in enumerate(methods):
-            _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], method_style(i))
-        ax.set_title(series_label(pert, threat), fontsize=10)
-        ax.set_xlabel(_parameter_name(pert, threat))
+            _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], method_style(i),
+                         with_clean=not is_certified(threat))  # a certified series has its own radius 0
+        ax.set_title(certified_title(pert) if is_certified(threat) else series_label(pert, threat), fontsize=10)
+        ax.set_xlabel(f"radius ({THREATS['l2']})" if is_certified(threat) else _parameter_name(pert, threat))
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
@@ -74,8 +76,9 @@ def severity_figure(records: list[Record], dataset: str) -> Figure:
     return fig
 
 
-def _plot_series(ax, cells: dict, method: str, keys: list[tuple], style: dict) -> None:
-    points: list[tuple[float, Cell]] = [(0.0, cells[(method, CLEAN)])] if (method, CLEAN) in cells else []
+def _plot_series(ax, cells: dict, method: str, keys: list[tuple], style: dict, with_clean: bool = True) -> None:
+    points: list[tuple[float, Cell]] = ([(0.0, cells[(method, CLEAN)])] if with_clean and (method, CLEAN) in cells
+                                        else [])
     points += [(k[2], cells[(method, k)]) for k in keys if (method, k) in cells]
     if len(points) <= 1:
         return

@@ -8,6 +8,7 @@ from ..errors import UserError
 from ..records import Record
 from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, column_order, filter_records,
                         mark_best, ordered, summarize)
+from .certified import CERTIFIED_NOTE, certified_column, certified_group, flag_certified_cells, is_certified
 from .labels import perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
@@ -64,6 +65,7 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
 
 def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, only: tuple[str, ...] = ()) -> Table:
     cells = summarize(records)
+    flag_certified_cells(cells, records)
     methods = ordered(r.method for r in records)
     columns = [Column("", "Clean", CLEAN)] + [c for c in (_worst_case_columns(records) if worst_case
                                                           else _plain_columns(records))
@@ -79,16 +81,19 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
 
 
 def _plain_columns(records: list[Record]) -> list[Column]:
-    return [Column(perturbation_label(p, t), severity_label(s, t), (p, t, s))
-            for p, t, s in column_order(records)]
+    return [Column(certified_group(p) if is_certified(t) else perturbation_label(p, t), severity_label(s, t),
+                   (p, t, s)) for p, t, s in column_order(records)]
 
 
 def _worst_case_columns(records: list[Record]) -> list[Column]:
     """Per threat and epsilon: every individual attack, then the worst-case union."""
-    keys = [k for k in ordered(column_key(r) for r in records) if k[1] in ("linf", "l2")]
+    keys = [k for k in ordered(column_key(r) for r in records) if k[1] in ("linf", "l2") or is_certified(k[1])]
     first = {k: i for i, k in enumerate(keys)}
-    keys.sort(key=lambda k: (THREAT_ORDER[k[1]], k[2], k[0] == WORST_CASE, first[k]))
-    return [Column(threat_severity_label(t, s), perturbation_name(p), (p, t, s)) for p, t, s in keys]
+    # a certified column sits right after the worst case of the same L2 epsilon
+    keys.sort(key=lambda k: (THREAT_ORDER["l2" if is_certified(k[1]) else k[1]], k[2],
+                             2 * is_certified(k[1]) + (k[0] == WORST_CASE), first[k]))
+    return [Column(*certified_column(p, s), (p, t, s)) if is_certified(t)
+            else Column(threat_severity_label(t, s), perturbation_name(p), (p, t, s)) for p, t, s in keys]
 
 
 def _sizes(table: Table) -> str:
@@ -112,6 +117,8 @@ def _notes(table: Table, grad_solvers) -> list[str]:
     else:
         notes.append("Each attack cell is the lowest robust accuracy over the gradient solvers "
                      "(deployed, RK4 unroll, BPDA) and attack settings evaluated.")
+    if any(is_certified(c.key[1]) for c in table.columns):
+        notes.append(CERTIFIED_NOTE)
     failed = table.failed_checks()
     if failed:
         notes.append(f"† a sanity check failed for this cell ({', '.join(failed)}); see records.jsonl.")
