@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 NAMES = {
-    "fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack", "apgd": "APGD", "square": "Square",
-    "transfer": "Transfer", "lyapunov": "Lyapunov-aware", "lyapunov-aware": "Lyapunov-aware",
+    "fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack", "square": "Square",
+    "transfer": "Transfer", "lyapunov": "Lyapunov-aware",
     "pgd-l2": "PGD", "worst-case": "Worst case", "gaussian": "Gaussian", "uniform": "Uniform",
-    "salt-pepper": "Salt & pepper", "salt_pepper": "Salt & pepper", "saltpepper": "Salt & pepper",
+    "salt-pepper": "Salt & pepper",
 }
 THREATS = {"linf": "L∞", "l2": "L₂"}
-NOISE_PARAMETER = {"gaussian": "σ", "uniform": "a", "salt-pepper": "p", "salt_pepper": "p", "saltpepper": "p"}
+NOISE_PARAMETER = {"gaussian": "σ", "uniform": "a", "salt-pepper": "p"}
 
 
 def perturbation_name(name: str) -> str:
