@@ -16,7 +16,7 @@ from zubov_bench.presets import resolve_preset
 PHASES = ("features", "ode", "lyapunov", "consistency_jvp", "boundary_sampling")  # labels in the models
 TARGET = 1.5
 
-# Zubov-Net settings compared with node. "spec" is ZUBOV_NET.md's default (M = 32 rays, every
+# Zubov-Net settings compared with node. "spec" is docs/zubov-net.md's default (M = 32 rays, every
 # step, width 128); "lean" is the fashion-mnist preset: 8 rays per class per step, the consistency
 # loss on z0 and z(T) only, half the Lyapunov width, and no separation loss (its term is still
 # computed for the log, without a graph; the boundary samples still feed the consistency loss).

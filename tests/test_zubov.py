@@ -1,4 +1,4 @@
-"""Zubov-Net's defining properties (ZUBOV_NET.md §2)."""
+"""Zubov-Net's defining properties (docs/zubov-net.md §2)."""
 from __future__ import annotations
 
 import csv

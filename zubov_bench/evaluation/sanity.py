@@ -1,4 +1,4 @@
-"""The six sanity checks of EVALUATION.md, computed from stored records.
+"""The six sanity checks of the evaluation protocol (docs/evaluation.md), computed from stored records.
 
 Each check adds {"ok": bool, "detail": str} under its name to the `sanity` field of the records
 it concerns; the worst-case record of an ε collects every check of its members.

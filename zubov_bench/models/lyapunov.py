@@ -1,6 +1,6 @@
 """Class-conditioned Lyapunov functions V_k(z), convex in z, and parallel boundary sampling.
 
-G(z, k) is a partially input-convex network (ZUBOV_NET.md §2.2): the class context u_i is
+G(z, k) is a partially input-convex network (docs/zubov-net.md §2.2): the class context u_i is
 unconstrained; the convex path s_i sees the centred state z - e_k only through affine maps,
 scaled by a softmax attention computed from the context alone, and combined with the previous
 layer through row-softmax (non-negative) weights, then a convex non-decreasing softplus.

@@ -1,4 +1,4 @@
-"""Zubov-Net (Luo, Zou & Huang, arXiv 2509.21879), as reconstructed in ZUBOV_NET.md §2."""
+"""Zubov-Net (Luo, Zou & Huang, arXiv 2509.21879), as reconstructed in docs/zubov-net.md §2."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -112,7 +112,7 @@ class ZubovNet(ODEModel):
         return self.logits_from_state(z0 if self.cfg.classify_at == "z0" else self.solve(z0))
 
     def initial_state_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Surrogate head -V(z0)/tau for the Lyapunov-aware attack (EVALUATION.md)."""
+        """Surrogate head -V(z0)/tau for the Lyapunov-aware attack (docs/evaluation.md)."""
         return self.logits_from_state(self.features(x))
 
     def vector_field(self, z: torch.Tensor) -> torch.Tensor:

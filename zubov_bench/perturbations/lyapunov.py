@@ -1,4 +1,4 @@
-"""The Lyapunov-aware adaptive attack on the initial-state PRoA membership (EVALUATION.md).
+"""The Lyapunov-aware adaptive attack on the initial-state PRoA membership (docs/evaluation.md).
 
 A strongly contracting flow can saturate the cross-entropy at z(T). This attack instead pushes
 z0 out of its class's region of attraction: it runs the original APGD-CE and APGD-DLR

@@ -1,5 +1,5 @@
 """`<out>/README.md`: the exact command, the machine, the wall time, the commit, what was
-reduced versus the full protocol (docs: EVALUATION.md), and the main table."""
+reduced versus the full protocol (docs/evaluation.md), and the main table."""
 from __future__ import annotations
 
 import os
