@@ -135,3 +135,12 @@ def test_the_readme_headline_table_is_the_generated_one():
     result = CliRunner().invoke(main, HEADLINE.split()[1:])
     assert result.exit_code == 0, result.output
     assert copied.strip() == result.stdout.strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    test_commands = [line for line in readme if line.startswith("python3 -m venv") and "pytest" in line]
+    assert len(test_commands) == 1, test_commands
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+    assert ci[-1] == test_commands[0]
