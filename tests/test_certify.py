@@ -17,7 +17,7 @@ from zubov_bench.evaluation import ResultsStore
 from zubov_bench.evaluation.certify import (ABSTAIN, CERTIFIED_THREAT, SmoothingSettings, allowed_failures,
                                             certify, example_noise, fooled_certificates, lower_confidence_bound)
 from zubov_bench.evaluation.plan import eval_subset
-from zubov_bench.models import create_model
+from zubov_bench.models import create_model, list_models
 
 SIGMA = 0.25
 
@@ -149,3 +149,14 @@ def test_a_deterministic_certificate_above_the_empirical_worst_case_is_flagged()
         cert = record(f"{method} certificate", CERTIFIED_THREAT, certified_acc, method)
         table = build_tables([worst, cert], worst_case=True)[0]
         assert ("certified_le_empirical" in table.failed_checks()) == flagged, (method, certified_acc)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, _ in list_models()))
+def test_every_registered_model_can_be_smoothed(name, digits):
+    torch.manual_seed(0)
+    model = create_model(name, digits.spec).eval()
+    index = eval_subset(len(digits.x_test), 3)
+    out = certify(model, digits.x_test[index], digits.y_test[index], index, SmoothingSettings(SIGMA, 5, 20, 0.1),
+                  batch_size=25)
+    assert out["radius"].shape == (3,) and np.all(out["radius"] >= 0)
+    assert np.all((out["prediction"] >= ABSTAIN) & (out["prediction"] < digits.spec.num_classes))
