@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import math
 
 import pytest
 import torch
 
+from zubov_bench.checkpoint import load_checkpoint
 from zubov_bench.models import create_model
-from zubov_bench.models.layers import pairwise_cosines, simplex_vectors, unit_rows
+from zubov_bench.models.layers import DampedField, MLPField, pairwise_cosines, simplex_vectors, unit_rows
 from zubov_bench.models.lyapunov import BoundaryConfig, _bracket, sample_boundary
 from zubov_bench.training import resolve_run_config, train_run
 
@@ -212,3 +215,88 @@ def test_solver_can_be_swapped_at_evaluation_and_nfe_is_counted(trained_zubov, d
         assert trained_zubov.solver.method == "dopri5" and trained_zubov.nfe > 0
     assert trained_zubov.solver.method == "rk4"
     assert (base.argmax(1) == adaptive.argmax(1)).float().mean() > 0.97
+
+
+# --- the aligned mechanism (docs/zubov-net.md, "What changed and why") -----------------------
+ALIGNED = {"residual": "hinge", "decrease": "lyapunov", "alpha": 1.0, "lyap_form": "bregman",
+           "field_anchor": 0.25, "field_damping": 1.0, "r": 5.0, "lyap_quad": 0.1}
+
+
+def test_anchored_field_vanishes_at_equilibria_and_keeps_the_inner_jacobian(digits):
+    model = make_zubov(digits, **ALIGNED)
+    eq = model.equilibria
+    inner = model.odefunc.field.field  # the damped MLP under the anchor
+    # zero up to the other bumps' tails: each is exp(-1 / (2 * 0.25^2)) = exp(-8) at a neighbour or less
+    overlap = (len(eq) - 1) * math.exp(-8) * inner(None, eq).abs().max()
+    assert model.vector_field(eq).abs().max() <= overlap
+    assert model.vector_field(eq).abs().max() < 1e-2 * inner(None, eq).abs().max()
+    jac = model.jacobian_at_equilibria()
+    inner_jac = torch.func.vmap(torch.func.jacrev(lambda z: inner(None, z[None])[0]))(eq)
+    assert torch.allclose(jac, inner_jac, atol=1e-2)  # equal but for the neighbours' bump tails
+    assert not torch.allclose(jac, torch.zeros_like(jac), atol=1e-1)
+    # away from the equilibria the anchor leaves the field alone
+    far = 3 * eq  # ten units from e_k, further from the rest: ~9 bump widths
+    assert torch.allclose(model.vector_field(far), inner(None, far), atol=1e-3)
+
+
+@pytest.mark.parametrize("gamma, stable", [(2.0, True), (-2.0, False)])
+def test_jacobian_hinge_is_zero_exactly_when_the_equilibria_are_stable_with_margin(digits, gamma, stable):
+    model = make_zubov(digits, lambda_jac=1.0, jac_margin=0.5)
+    # a field that is -gamma z plus a tiny MLP: its Jacobian is about -gamma I everywhere
+    model.odefunc.field = DampedField(MLPField(model.cfg.d, 8).double(), gamma)
+    with torch.no_grad():
+        for p in model.odefunc.field.parameters():
+            p.mul_(1e-3)
+    hinge = model.jacobian_hinge()
+    eig = torch.linalg.eigvals(model.jacobian_at_equilibria()).real.max()
+    assert (float(hinge) == 0.0) == stable
+    assert (float(eig) < 0) == stable
+
+
+@pytest.mark.parametrize("residual", ["normalized", "hinge"])
+def test_normalized_and_hinge_residuals_match_finite_differences(digits, residual):
+    model = make_zubov(digits, **{**ALIGNED, "residual": residual})
+    cls = torch.randint(10, (64,))
+    z = model.equilibria[cls] + torch.randn(64, model.cfg.d, dtype=torch.float64)
+    hold = torch.arange(64) % 4 == 0
+    r = model.consistency_residual(z, cls, hold)
+    with torch.no_grad():
+        f, h = model.vector_field(z), 1e-6
+        v = lambda p: model.lyapunov(p, cls)  # noqa: E731
+        v_dot = (v(z + h * f) - v(z - h * f)) / (2 * h)
+        size = v(z) + model.cfg.residual_kappa
+        ref = (v_dot + model.cfg.alpha * v(z)) / size
+        if residual == "hinge":
+            ref = ref.clamp_min(0)
+        ref = torch.where(hold, (-v_dot).clamp_min(0) / size, ref)
+    assert torch.allclose(r.detach(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_aligned_training_terms_are_logged_and_reach_every_part(digits):
+    model = make_zubov(digits, dtype=torch.float32, **ALIGNED, lambda_jac=1.0, interior_points=1,
+                       interior_flow=True, outer_shell="hold", separation_at="z0+zT")
+    loss, terms = model.training_loss(digits.x_train[:32], digits.y_train[:32])
+    assert {"cls", "con", "sep", "eq", "jac"} <= set(terms)
+    loss.backward()
+    for part in (model.stem, model.odefunc, model.lyap):
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+
+
+def test_toy2d_preset_trains_stable_equilibria_whose_proa_points_converge(tmp_path):
+    """The defining property measured, not a loss: after the toy2d preset's training every e_k has a
+    Hurwitz Jacobian and points sampled inside each PRoA flow to their own e_k."""
+    resolved = resolve_run_config("zubov", "toy2d", None, {"epochs": 20}, {})
+    train_run(resolved, tmp_path / "toy", progress=False, device="cpu")
+    model = load_checkpoint(tmp_path / "toy" / "model.pt")[0].eval()
+    with torch.no_grad():
+        assert torch.linalg.eigvals(model.jacobian_at_equilibria()).real.max() < 0
+        gen = torch.Generator().manual_seed(0)
+        b, cls, _, _ = sample_boundary(model.lyap, model.cfg.level, BoundaryConfig(rays=100, data_fraction=0,
+                                                                                   shells=False), generator=gen)
+        eq = model.equilibria
+        z = eq[cls] + 0.98 * torch.rand(len(b), 1, generator=gen) * (b - eq[cls])
+        with model.using_solver(dataclasses.replace(model.solver, method="rk4", steps=400, T=20.0)):
+            end = model.solve(z)
+        tol = 0.25 * torch.pdist(eq).min()  # a quarter of the closest pair's distance
+        reached = (torch.cdist(end, eq).argmin(1) == cls) & ((end - eq[cls]).norm(dim=1) < tol)
+    assert reached.float().mean() >= 0.95, float(reached.float().mean())

@@ -88,6 +88,54 @@ class MLPField(nn.Module):
         return self.net(z)
 
 
+class DampedField(nn.Module):
+    """f(t, z) - gamma z: a linear leak under a learned field.
+
+    It shifts every eigenvalue of df/dz by -gamma, so coordinates the learned part leaves alone
+    (saturated or dead units, state directions no equilibrium spans) contract instead of drifting.
+    """
+
+    def __init__(self, field: nn.Module, gamma: float):
+        super().__init__()
+        self.field, self.gamma = field, gamma
+
+    def forward(self, t, z):
+        return self.field(t, z) - self.gamma * z
+
+
+class AnchoredField(nn.Module):
+    """g(t, z) - sum_k phi_k(z) g(t, e_k), phi_k(z) = exp(-||z - e_k||^2 / (2 sigma^2)).
+
+    The equilibria become zeros of the field by construction, up to the overlap
+    exp(-dist^2 / (2 sigma^2)) of the bumps (sigma = `width` times the smallest distance between
+    two e_k), and df/dz(e_k) = dg/dz(e_k) since each bump is flat at its centre. So the stability
+    of e_k can be trained without fighting the pull of f(e_k) = 0 on the same weights (measured:
+    with a free field the two settle on dead units and a zero Jacobian, docs/zubov-net.md).
+    The equilibria stay owned by the Lyapunov network: `bind` it after construction.
+    """
+
+    def __init__(self, field: nn.Module, width: float):
+        super().__init__()
+        self.field, self.width = field, width
+        self._owner = None
+
+    def bind(self, owner: nn.Module) -> "AnchoredField":
+        """Read the equilibria from `owner.equilibria` (not registered here: no duplicate weights)."""
+        object.__setattr__(self, "_owner", owner)
+        return self
+
+    def forward(self, t, z):
+        eq = self._owner.equilibria
+        if len(eq) > 1:
+            dist = torch.cdist(eq, eq).masked_fill(torch.eye(len(eq), dtype=torch.bool, device=eq.device),
+                                                   float("inf"))
+            sigma = self.width * dist.min().detach()
+        else:
+            sigma = torch.tensor(self.width, device=eq.device)
+        bumps = torch.exp(-(z.unsqueeze(-2) - eq).pow(2).sum(-1) / (2 * sigma**2))  # (..., K)
+        return self.field(t, z) - bumps @ self.field(t, eq)
+
+
 def simplex_vectors(num_classes: int, d: int) -> torch.Tensor:
     """K unit vectors in R^d with pairwise cosine -1/(K-1) (a regular simplex)."""
     if d < num_classes - 1:
@@ -119,5 +167,5 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["make_stem", "MLPField", "simplex_vectors", "pairwise_cosines", "rehu", "unit_rows",
+__all__ = ["make_stem", "MLPField", "DampedField", "AnchoredField", "simplex_vectors", "pairwise_cosines", "rehu", "unit_rows",
            "activation"]

@@ -11,7 +11,7 @@ from torch.profiler import record_function
 from ..data.base import DataSpec
 from ..errors import UserError
 from .base import ODEConfig, ODEModel, batch_accuracy
-from .layers import MLPField, make_stem, simplex_vectors
+from .layers import AnchoredField, DampedField, MLPField, make_stem, simplex_vectors
 from .lyapunov import BoundaryConfig, LyapunovConfig, LyapunovNet, sample_boundary
 from .registry import register_model
 
@@ -38,7 +38,18 @@ class ZubovConfig(ODEConfig):
     learn_tau: bool = False
     classify_at: str = "zT"  # zT | z0
     # losses (§2.4)
-    alpha: float = 0.1  # h_k(z) = alpha * ||z - e_k||^2
+    alpha: float = 0.1  # decrease rate: h_k(z) = alpha * ||z - e_k||^2, or alpha * V_k(z) (see `decrease`)
+    decrease: str = "quadratic"  # quadratic: h = alpha ||z - e_k||^2 | lyapunov: h = alpha V_k (V falls by e^-alpha t)
+    residual: str = "zubov"  # zubov: e^-V (V' + h) | normalized: (V' + h) / (s + kappa) | hinge: [V' + h]_+ / (s + kappa)
+    residual_kappa: float = 0.01  # kappa; s is ||z - e_k||^2 or V_k (as `decrease`), detached
+    interior_points: int = 0  # per boundary point: points e_k + u (b - e_k), u ~ U(0, 1), for the consistency loss
+    interior_flow: bool = False  # also the points where the flow carries those interior points over [0, T]
+    outer_shell: str = "decrease"  # target on the outer boundary shell: decrease (as inside) | hold (V' >= 0) | none
+    lambda_jac: float = 0.0  # stable-Jacobian hinge at every e_k: [lambda_max(sym df/dz(e_k)) + jac_margin]_+^2
+    jac_margin: float = 0.1
+    field_anchor: float = 0.0  # > 0: f(e_k) = 0 by construction, bumps of width field_anchor * min dist(e_j, e_k)
+    field_damping: float = 0.0  # gamma in f(z) = MLP(z) - gamma z (every Jacobian eigenvalue shifted by -gamma)
+    separation_at: str = "z0"  # z0 | z0+zT: the own-class hinge [V_y - c + m]_+ also at z(T)
     margin: float = 0.5  # m
     lambda_cls: float = 1.0
     lambda_con: float = 1.0
@@ -61,7 +72,9 @@ class ZubovConfig(ODEConfig):
 
     CHOICES = {"lyap_kind": ("picnn", "mlp"), "lyap_form": ("rehu", "bregman"),
                "lyap_context": ("embedding", "equilibrium"), "classify_at": ("zT", "z0"),
-               "boundary_root": ("illinois", "bisection")}
+               "boundary_root": ("illinois", "bisection"), "decrease": ("quadratic", "lyapunov"),
+               "residual": ("zubov", "normalized", "hinge"), "outer_shell": ("decrease", "hold", "none"),
+               "separation_at": ("z0", "z0+zT")}
 
     def __post_init__(self):
         for key, allowed in self.CHOICES.items():
@@ -78,12 +91,19 @@ class ZubovNet(ODEModel):
     has_lyapunov = True
 
     def __init__(self, spec: DataSpec, cfg: ZubovConfig):
-        super().__init__(spec, cfg, MLPField(cfg.d, cfg.field_hidden, cfg.field_act))
+        field = MLPField(cfg.d, cfg.field_hidden, cfg.field_act)
+        if cfg.field_damping:
+            field = DampedField(field, cfg.field_damping)
+        if cfg.field_anchor:
+            field = AnchoredField(field, cfg.field_anchor)
+        super().__init__(spec, cfg, field)
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
         self.lyap = LyapunovNet(cfg.r * simplex_vectors(spec.num_classes, cfg.d), LyapunovConfig(
             cfg.lyap_layers, cfg.lyap_width, cfg.lyap_context, cfg.lyap_context_dim,
             cfg.lyap_attention, cfg.lyap_kind, cfg.lyap_form, cfg.rehu_delta, cfg.lyap_quad),
             learn_equilibria=cfg.learn_equilibria)
+        if cfg.field_anchor:
+            field.bind(self.lyap)
         self.log_tau = nn.Parameter(torch.tensor(cfg.tau).log(), requires_grad=cfg.learn_tau)
         self.boundary_cfg = BoundaryConfig(
             enabled=cfg.boundary, rays=cfg.boundary_rays, data_fraction=cfg.boundary_data_fraction,
@@ -119,11 +139,44 @@ class ZubovNet(ODEModel):
         return self.odefunc.field(None, z)
 
     # --- losses -------------------------------------------------------------------------
-    def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        """r_k(z) = exp(-V_k) (grad V_k . f + alpha ||z - e_k||^2), with grad V_k . f by one JVP."""
+    def consistency_residual(self, z: torch.Tensor, cls: torch.Tensor, hold: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+        """The Zubov residual of V_cls along f at z, with grad V . f by one JVP.
+
+        `residual=zubov` is the spec's e^-V (V' + h), which vanishes far from e_k (e^-V) and near it
+        (both terms are O(||z - e_k||^2)); `normalized` divides V' + h by the (detached) size of h
+        instead, so every point weighs alike; `hinge` keeps only violations of V' <= -h, the Lyapunov
+        decrease condition. Where `hold` is set the target is V' >= 0 instead (points just outside a
+        PRoA that should not flow into it).
+        """
         v, v_dot = self.lyap.jvp(z, self.vector_field(z), cls)
-        h = self.cfg.alpha * (z - self.equilibria.index_select(0, cls)).pow(2).sum(-1)
-        return torch.exp(-v) * (v_dot + h)
+        cfg = self.cfg
+        dist2 = (z - self.equilibria.index_select(0, cls)).pow(2).sum(-1)
+        size = dist2 if cfg.decrease == "quadratic" else v
+        h = cfg.alpha * size
+        if cfg.residual == "zubov":
+            r = torch.exp(-v) * (v_dot + h)
+        else:
+            r = (v_dot + h) / (size.detach() + cfg.residual_kappa)
+            if cfg.residual == "hinge":
+                r = F.relu(r)
+        if hold is not None and hold.any():
+            held = F.relu(-v_dot) / (size.detach() + cfg.residual_kappa)
+            r = torch.where(hold, held, r)
+        return r
+
+    def jacobian_at_equilibria(self) -> torch.Tensor:
+        """df/dz at every e_k, shape (K, d, d), differentiable in the field's weights."""
+        from torch.func import jacrev, vmap
+
+        return vmap(jacrev(lambda z: self.vector_field(z[None])[0]))(self.equilibria)
+
+    def jacobian_hinge(self) -> torch.Tensor:
+        """[lambda_max(sym J(e_k)) + margin]_+^2 summed over k: a negative definite symmetric part
+        makes every eigenvalue of J(e_k) lie left of -margin, so e_k is exponentially stable."""
+        jac = self.jacobian_at_equilibria()
+        top = torch.linalg.eigvalsh((jac + jac.transpose(1, 2)) / 2)[:, -1]
+        return F.relu(top + self.cfg.jac_margin).pow(2).sum()
 
     def separation(self, v: torch.Tensor, cls: torch.Tensor, own_term: bool) -> torch.Tensor:
         """Hinges pushing V_cls below c - m (if own_term) and every other V_j above c + m."""
@@ -165,9 +218,26 @@ class ZubovNet(ODEModel):
         logits = self.logits_from_lyapunov(v_cls)
         loss_cls = F.cross_entropy(logits, y)
         loss_sep = self.separation(v0, y, own_term=True)
+        if cfg.separation_at == "z0+zT":
+            loss_sep = loss_sep + F.relu(v_cls.gather(1, y[:, None]).squeeze(1) - cfg.level + cfg.margin).mean()
         if len(b):
             loss_sep = loss_sep + self.separation(v_b, b_cls, own_term=False)
 
+        n_inner = len(shells) // 2  # sample_boundary stacks the inner shell, then the outer one
+        if cfg.outer_shell == "none":
+            shells, s_cls = shells[:n_inner], s_cls[:n_inner]
+        if cfg.interior_points > 0 and len(b):  # the PRoA's inside, which only data trajectories reached
+            inner_cls = b_cls.repeat(cfg.interior_points)
+            eq = self.equilibria.detach().index_select(0, inner_cls)
+            u = torch.rand(len(inner_cls), 1, device=b.device, dtype=b.dtype)
+            inner = eq + u * (b.repeat(cfg.interior_points, 1) - eq)
+            if cfg.interior_flow:  # where the flow goes from inside the PRoA is where V must fall next
+                with torch.no_grad():
+                    inner = self.solve(inner, self.grid(max(cfg.traj_points, 2))).reshape(-1, cfg.d)
+                inner_cls = inner_cls.repeat(max(cfg.traj_points, 2))
+            shells = torch.cat([inner, shells])
+            s_cls = torch.cat([inner_cls, s_cls])
+            n_inner += len(inner_cls)
         con_pts = [zs[: cfg.traj_points].reshape(-1, cfg.d), b, shells]
         con_cls = [y.repeat(min(cfg.traj_points, len(zs))), b_cls, s_cls]
         if cfg.eq_samples > 0:
@@ -176,14 +246,22 @@ class ZubovNet(ODEModel):
         pts = torch.cat(con_pts)
         if cfg.detach_points:
             pts = pts.detach()
+        hold = None
+        if cfg.outer_shell == "hold" and len(shells) > n_inner:
+            start = sum(len(t) for t in con_pts[:2]) + n_inner
+            hold = torch.zeros(len(pts), dtype=torch.bool, device=pts.device)
+            hold[start:start + len(shells) - n_inner] = True
         with record_function("consistency_jvp"):
-            loss_con = self.consistency_residual(pts, torch.cat(con_cls)).pow(2).mean()
+            loss_con = self.consistency_residual(pts, torch.cat(con_cls), hold).pow(2).mean()
 
         f_eq = self.vector_field(self.equilibria)
         loss_eq = f_eq.pow(2).sum()
         loss = (cfg.lambda_cls * loss_cls + cfg.lambda_con * loss_con + cfg.lambda_sep * loss_sep
                 + cfg.lambda_eq * loss_eq)
         terms = {"cls": loss_cls, "con": loss_con, "sep": loss_sep, "eq": loss_eq}
+        if cfg.lambda_jac:
+            terms["jac"] = self.jacobian_hinge()
+            loss = loss + cfg.lambda_jac * terms["jac"]
         if cfg.learn_equilibria:
             dist = torch.cdist(self.equilibria, self.equilibria)
             off = ~torch.eye(len(dist), dtype=torch.bool, device=dist.device)
