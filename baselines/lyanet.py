@@ -71,6 +71,7 @@ class LyaNet(ODEModel):
     """Logit-space ODE from h(0)=0 conditioned on x; trained by the Lyapunov hinge, no solve."""
 
     Config = LyaNetConfig
+    loss_terms = ("lyap",)
     description = "LyaNet (Rodriguez et al. 2022): logit-state ODE, V=CE(h,y), hinge on V_dot+kappa*V, no solve in training"
 
     def __init__(self, spec: DataSpec, cfg: LyaNetConfig):

@@ -57,6 +57,7 @@ class SODEF(ODEModel):
     """Fixed simplex head, sine field with Jacobian regularisers, 3-stage recipe, fresh head at T."""
 
     Config = SODEFConfig
+    loss_terms = ("cls", "reg_f", "reg_diag", "reg_offdiag")  # cls: stages 1 and 3; the rest: stage 2
     description = "SODEF (Kang et al. 2021): f=-sin(Wz+b), Jacobian stability regularisers, 3 stages, dopri5 T=5"
 
     def __init__(self, spec: DataSpec, cfg: SODEFConfig):

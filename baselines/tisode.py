@@ -29,7 +29,7 @@ class TisODEConfig(ODEConfig):
     ss_t1: float = 0.9
     ss_t2: float = 1.5
     ss_step: float = 0.05  # Euler step of the training trajectory
-    ss_start_epoch: int = 5  # the penalty is on from this (0-based) epoch
+    ss_start_epoch: int = 5  # the penalty is on from this (0-based) epoch; a run must train past it
 
 
 def _grid_index(t: float, step: float, name: str) -> int:
@@ -44,6 +44,7 @@ class TisODE(ODEModel):
     """Time-invariant f(z), linear head, CE + w * steady-state penalty along the same trajectory."""
 
     Config = TisODEConfig
+    loss_terms = ("cls", "steady")
     description = "TisODE (Yan et al. 2020): time-invariant f, CE + w*int_{T1}^{T2}|f(z(t))|dt, noise aug"
 
     def __init__(self, spec: DataSpec, cfg: TisODEConfig):
@@ -58,6 +59,13 @@ class TisODE(ODEModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.solve(self.features(x)))
+
+    def check_schedule(self, epochs: int) -> None:
+        super().check_schedule(epochs)
+        if self.cfg.ss_weight > 0 and self.cfg.ss_start_epoch >= epochs:
+            raise UserError(f"tisode: the steady-state penalty starts at epoch ss_start_epoch="
+                            f"{self.cfg.ss_start_epoch} (0-based) but the run trains {epochs} epochs, so it "
+                            "would never be on; lower model_config ss_start_epoch or train longer")
 
     def penalty_active(self) -> bool:
         return self.cfg.ss_weight > 0 and self.epoch >= self.cfg.ss_start_epoch

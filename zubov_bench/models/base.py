@@ -131,6 +131,9 @@ class BenchModel(nn.Module):
     registry_name: ClassVar[str] = ""
     has_ode: ClassVar[bool] = False
     has_lyapunov: ClassVar[bool] = False
+    # The loss terms (keys of `training_loss`'s dict, `train_<term>` in metrics.csv) that define the
+    # method: each must be non-zero in some epoch of every run, or the method did not really train.
+    loss_terms: ClassVar[tuple[str, ...]] = ("cls",)
 
     def __init__(self, spec: DataSpec, cfg):
         super().__init__()
@@ -148,6 +151,17 @@ class BenchModel(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def check_schedule(self, epochs: int) -> None:
+        """Refuse (UserError) a run of `epochs` epochs in which part of the recipe would never run.
+
+        Every stage needs at least one epoch; models with their own epoch-based schedule extend this.
+        """
+        stages = self.training_stages()
+        if len(stages) > epochs:
+            raise UserError(f"{self.registry_name}: its {len(stages)} training stages "
+                            f"({', '.join(s.name for s in stages)}) need at least {len(stages)} epochs, "
+                            f"got {epochs}; the later stages would never run")
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.cfg)

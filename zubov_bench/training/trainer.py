@@ -117,6 +117,7 @@ class Trainer:
         self.run_info = run_info
         self.device = distributed.rank_device(resolve_device(cfg.device))
         distributed.check_batch_size(cfg.batch_size)
+        model.check_schedule(cfg.epochs)  # a recipe part that would never run is refused up front
         self.stages = model.training_stages()
         self.stage_epochs = stage_epochs([s.epoch_fraction for s in self.stages], cfg.epochs)
         self.progress = Progress()
