@@ -18,14 +18,26 @@ import click
 @click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
               help="Only these perturbations' columns beside clean accuracy (repeatable), e.g. "
                    "--only autoattack,worst-case for a compact table.")
-def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only):
+@click.option("--alignment", is_flag=True,
+              help="The Lyapunov alignment table instead: per checkpoint of a model with Lyapunov "
+                   "functions, stable equilibria, PRoA points reaching e_k, data ending in their PRoA.")
+def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alignment):
     """Methods as rows; clean accuracy, then every perturbation at every severity."""
+    from ..errors import UserError
     from ..io import write_text
     from ..reports import build_tables, load_records, render
 
-    names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
-    tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names)
-    text = render(tables, fmt)
+    if alignment:
+        from ..reports.alignment import load_alignment, render_alignment
+
+        text = render_alignment(load_alignment(results_dir), fmt, dataset)
+        if not text:
+            raise UserError(f"no alignment diagnostics in {results_dir} (`eval` stores them for models "
+                            "with Lyapunov functions)")
+    else:
+        names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
+        tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names)
+        text = render(tables, fmt)
     if out:
         write_text(out, text)
         click.echo(f"wrote {out}")

@@ -21,6 +21,8 @@ from ..checkpoint import read_payload
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
 from ..records import Record
+from .alignment import (AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment,
+                        has_lyapunov_structure, store_alignment)
 from .batch import input_gradient_norms, run_batch
 from .context import CheckpointContext, load_context, resolve_views
 from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
@@ -88,8 +90,24 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
             ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
             resolve_views(ctx, views)
             ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
+            if shard is None and has_lyapunov_structure(ctx.model):
+                record_alignment(ctx, seed, store, force, log)
     by_id = {r.id: r for r in store.all_records()}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+
+def record_alignment(ctx: CheckpointContext, seed: int, store: ResultsStore, force: bool, log,
+                     cfg: AlignmentConfig = AlignmentConfig()) -> None:
+    """Store whether the model's Lyapunov functions are Lyapunov functions of its flow, on the
+    evaluated subset (docs/evaluation.md, "Lyapunov alignment")."""
+    cfg = dataclasses.replace(cfg, seed=seed)
+    if not force and has_alignment(store, ctx.meta["sha256"], seed, ctx.n, cfg):
+        return
+    diagnostics = alignment_diagnostics(ctx.model, ctx.x, ctx.y, cfg)
+    store_alignment(store, alignment_entry(ctx.meta, ctx.path, diagnostics, seed, cfg), replace=True)
+    log(f"{ctx.path}: {diagnostics['stable_equilibria']} of {diagnostics['equilibria']} equilibria stable, "
+        f"{diagnostics['proa_reach_equilibrium']:.1%} of PRoA points reach their e_k, "
+        f"{diagnostics['data_in_proa_zT']:.1%} of clean-correct z(T) in their PRoA")
 
 
 def _check_jobs(jobs, shard) -> None:
