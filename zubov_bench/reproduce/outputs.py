@@ -6,6 +6,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import write_text
 from ..reports import build_tables, load_records, plot_results, render, write_roa_figure
+from ..reports.alignment import load_alignment, render_alignment
 from ..reports.plots import attack_severities
 
 TABLES = "tables"
@@ -15,7 +16,8 @@ TABLE_STEMS = {False: "results", True: "worst-case"}
 
 
 def write_tables(out: Path) -> list[Path]:
-    """results.{md,tex,csv} (every perturbation) and worst-case.{md,tex,csv} (per threat and ε)."""
+    """results.{md,tex,csv} (every perturbation), worst-case.{md,tex,csv} (per threat and ε) and, for
+    models with Lyapunov functions, alignment.{md,tex,csv}."""
     records = load_records(out)
     written = []
     for worst_case, stem in TABLE_STEMS.items():
@@ -24,6 +26,11 @@ def write_tables(out: Path) -> list[Path]:
             path = out / TABLES / f"{stem}.{ext}"
             write_text(path, render(tables, fmt))
             written.append(path)
+    entries = load_alignment(out)
+    for fmt, ext in TABLE_FORMATS if entries else ():
+        path = out / TABLES / f"alignment.{ext}"
+        write_text(path, render_alignment(entries, fmt))
+        written.append(path)
     return written
 
 

@@ -175,7 +175,9 @@ def _outputs_section(out: Path, figures: list[Path], roa_lines: list[str]) -> li
             f"* `records.jsonl`, `records.csv`, `outcomes/`: the results store (`zubov-bench table/plot --results "
             f"{out}` re-read it)",
             "* `tables/results.{md,tex,csv}`: every perturbation at every severity; "
-            "`tables/worst-case.{md,tex,csv}`: the worst case beside each attack",
+            "`tables/worst-case.{md,tex,csv}`: the worst case beside each attack"
+            + ("; `tables/alignment.{md,tex,csv}`: whether the Lyapunov functions are Lyapunov functions "
+               "of the flow (`zubov-bench table --alignment`)" if (out / "tables" / "alignment.md").is_file() else ""),
             "* `checkpoints/manifest.json`: name, model, dataset, config, sha256 and test accuracy per checkpoint",
             *[f"* `{p.relative_to(out)}` (+ .pdf)" for p in plots], *roa_lines]
 
@@ -194,6 +196,9 @@ def render_readme(*, preset: Preset, out: Path, command: str, device: torch.devi
     table = out / "tables" / "results.md"
     if table.is_file():
         lines += ["", "## Results", "", table.read_text().rstrip()]
+    alignment = out / "tables" / "alignment.md"
+    if alignment.is_file():
+        lines += ["", "## Lyapunov alignment", "", alignment.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
