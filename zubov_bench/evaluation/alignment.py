@@ -19,7 +19,8 @@ import torch
 
 from ..errors import UserError
 from ..io import write_text
-from ..models.ode import SolverConfig
+from .roa import (assign_to_equilibria, compute_roa, default_extent, default_tol, fixed_step_solver,
+                  max_real_eigenvalues)
 
 ALIGNMENT_FILE = "alignment.jsonl"
 REQUIRED = ("lyapunov", "equilibria", "vector_field", "features", "solve", "grid", "using_solver")
@@ -31,7 +32,6 @@ class AlignmentConfig:
     steps_per_unit: int = 40  # RK4 steps per unit of time for that integration
     rays_per_class: int = 100  # PRoA samples: one per random direction from e_k
     inside: float = 0.98  # a sample lies at u * inside * r*(direction), u ~ U(0, 1), r* the boundary radius
-    reach_fraction: float = 0.25  # "reached e_k": nearest equilibrium, within this share of the closest pair's distance
     trajectory_points: int = 11  # grid points of [0, T] at which V_y is checked to fall
     fall_tolerance: float = 1e-6  # relative slack for "V_y never rises" between grid points
     iou_resolution: int = 120  # d = 2 only: the grid of the PRoA-RoA IoU
@@ -52,20 +52,6 @@ def check_lyapunov_model(model) -> None:
     missing = [name for name in REQUIRED if not hasattr(model, name)]
     if missing:
         raise UserError(f"model has no {', '.join(missing)}: alignment diagnostics need a Lyapunov model")
-
-
-def equilibrium_jacobians(model) -> torch.Tensor:
-    """df/dz at every e_k, shape (K, d, d)."""
-    field = lambda z: model.vector_field(z[None])[0]  # noqa: E731
-    with torch.enable_grad():
-        return torch.func.vmap(torch.func.jacrev(field))(model.equilibria.detach()).detach()
-
-
-def _solver(model, horizon: float, steps: int) -> SolverConfig:
-    base = getattr(model, "solver", None)
-    if isinstance(base, SolverConfig):
-        return dataclasses.replace(base, method="rk4", steps=steps, T=horizon, adjoint=False)
-    return SolverConfig("rk4", steps, T=horizon)
 
 
 def proa_samples(model, rays_per_class: int, inside: float, generator: torch.Generator):
@@ -103,9 +89,13 @@ def _v_dot(model, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def alignment_diagnostics(model, x: torch.Tensor, y: torch.Tensor,
-                          cfg: AlignmentConfig = AlignmentConfig()) -> dict:
-    """The alignment numbers of one model on test inputs x (raw, in [0, 1]) with labels y."""
+def alignment_diagnostics(model, x: torch.Tensor, y: torch.Tensor, cfg: AlignmentConfig | None = None,
+                          **overrides) -> dict:
+    """The alignment numbers of one model on test inputs x (raw, in [0, 1]) with labels y.
+
+    Settings come from `cfg` (AlignmentConfig's documented defaults) with any field overridden by
+    keyword, e.g. `alignment_diagnostics(model, x, y, horizon=20.0, rays_per_class=50)`."""
+    cfg = dataclasses.replace(cfg or AlignmentConfig(), **overrides)
     check_lyapunov_model(model)
     was_training = model.training
     model.eval()
@@ -120,9 +110,10 @@ def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:
     k = len(eq)
     level = proa_level(model)
     T = float(getattr(getattr(model, "solver", None), "T", 1.0))
-    real = torch.linalg.eigvals(equilibrium_jacobians(model)).real.max(1).values
+    real = max_real_eigenvalues(model)
     out = {"level": level, "equilibria": k, "stable_equilibria": int((real < 0).sum()),
-           "max_real_eigenvalue": float(real.max()), "max_field_at_equilibria": float(model.vector_field(eq).norm(dim=1).max())}
+           "max_real_eigenvalue": float(real.max()),
+           "max_field_at_equilibria": float(model.vector_field(eq).norm(dim=1).max())}
 
     z0 = model.features(x)
     states = model.solve(z0, model.grid(cfg.trajectory_points))  # (P, N, d)
@@ -130,24 +121,26 @@ def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:
     v_y = v.gather(2, y.reshape(1, -1, 1).expand(len(states), -1, 1)).squeeze(2)  # (P, N)
     correct = model(x).argmax(1) == y
     share = lambda mask: float(mask.float().mean()) if mask.numel() else float("nan")  # noqa: E731
-    steps = v_y[1:] - v_y[:-1]
+    rises = v_y[1:] - v_y[:-1]
     out.update({
         "n": len(x), "clean_acc": share(correct),
         "data_in_proa_zT": share(v_y[-1][correct] < level),
         "data_in_proa_z0": share(v_y[0][correct] < level),
         "v_y_falls": share(v_y[-1] < v_y[0]),
-        "v_y_never_rises": share((steps <= cfg.fall_tolerance * (1 + v_y[:-1].abs())).all(0)),
+        "v_y_never_rises": share((rises <= cfg.fall_tolerance * (1 + v_y[:-1].abs())).all(0)),
         "median_v_y_z0": float(v_y[0].median()), "median_v_y_zT": float(v_y[-1].median()),
     })
 
     gen = torch.Generator().manual_seed(cfg.seed)
     points, cls, found = proa_samples(model, cfg.rays_per_class, cfg.inside, gen)
     horizon = cfg.horizon * T
-    with model.using_solver(_solver(model, horizon, max(1, round(cfg.steps_per_unit * horizon)))):
+    steps = max(1, round(cfg.steps_per_unit * horizon))
+    with model.using_solver(fixed_step_solver(model, horizon, steps)):
         end = model.solve(points)
-    tol = cfg.reach_fraction * (float(torch.pdist(eq).min()) if k > 1 else 1.0)
-    dist = torch.cdist(end, eq)
-    reached = torch.isfinite(end).all(1) & (dist.argmin(1) == cls) & (dist.gather(1, cls[:, None]).squeeze(1) < tol)
+    # "reached e_k": the end state is finite, nearest to e_k, and within a quarter of the closest
+    # pair of equilibria's distance from it (the RoA figure's rule)
+    tol = default_tol(eq)
+    reached = assign_to_equilibria(end, eq, tol) == cls
     per_class = torch.stack([reached[cls == c].float().mean() for c in range(k)])
     out.update({
         "proa_rays_crossing": found, "proa_points": len(points),

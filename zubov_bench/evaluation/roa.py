@@ -2,7 +2,8 @@
 
 Works for any model with d = 2 that exposes `lyapunov(z) -> (N, K)`, `equilibria` (K, 2),
 `solve(z0)` and `using_solver(...)` (Zubov-Net, or a hand-built model). Everything is one batch:
-the whole grid is integrated at once.
+the whole grid is integrated at once. This is analysis: reports/roa_plot.py only draws its result,
+and evaluation/alignment.py reuses it for the PRoA-RoA IoU of any 2-D Lyapunov model.
 """
 from __future__ import annotations
 
@@ -84,11 +85,16 @@ def default_tol(equilibria: torch.Tensor) -> float:
     return 0.25 * float(dist.min())
 
 
+def fixed_step_solver(model, horizon: float, steps: int) -> SolverConfig:
+    """The model's solver settings, but RK4 with `steps` steps over [0, horizon] and no adjoint."""
+    if isinstance(getattr(model, "solver", None), SolverConfig):
+        return replace(model.solver, method="rk4", steps=steps, T=horizon, adjoint=False)
+    return SolverConfig("rk4", steps, T=horizon)
+
+
 @torch.no_grad()
 def flow_endpoints(model, states: torch.Tensor, horizon: float, steps: int) -> torch.Tensor:
-    solver = replace(model.solver, method="rk4", steps=steps, T=horizon, adjoint=False) \
-        if isinstance(getattr(model, "solver", None), SolverConfig) else SolverConfig("rk4", steps, T=horizon)
-    with model.using_solver(solver):
+    with model.using_solver(fixed_step_solver(model, horizon, steps)):
         return model.solve(states)
 
 
@@ -110,14 +116,20 @@ def region_iou(proa: np.ndarray, roa: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return inter / union, inter / size
 
 
-def equilibrium_stability(model) -> np.ndarray | None:
-    """Largest real part of the Jacobian's eigenvalues at each e_k (< 0: locally attracting)."""
-    if not hasattr(model, "vector_field"):
-        return None
+def equilibrium_jacobians(model) -> torch.Tensor:
+    """df/dz at every e_k, shape (K, d, d), for any state size d."""
     field = lambda z: model.vector_field(z[None])[0]  # noqa: E731
     with torch.enable_grad():
-        jac = torch.func.vmap(torch.func.jacrev(field))(model.equilibria.detach())
-    return torch.linalg.eigvals(jac.detach()).real.max(-1).values.numpy()
+        return torch.func.vmap(torch.func.jacrev(field))(model.equilibria.detach()).detach()
+
+
+def max_real_eigenvalues(model) -> torch.Tensor:
+    """Largest real part of the Jacobian's eigenvalues at each e_k, shape (K,) (< 0: locally attracting)."""
+    return torch.linalg.eigvals(equilibrium_jacobians(model)).real.max(-1).values
+
+
+def equilibrium_stability(model) -> np.ndarray | None:
+    return max_real_eigenvalues(model).numpy() if hasattr(model, "vector_field") else None
 
 
 @torch.no_grad()

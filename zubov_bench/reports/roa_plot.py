@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from ..errors import UserError
 from ..io import write_json
 from .plots import save_figure
-from .roa import RoAResult, check_roa_model, compute_roa, default_extent, grid_states
+from ..evaluation.roa import RoAResult, check_roa_model, compute_roa, default_extent, grid_states
 
 
 @torch.no_grad()
