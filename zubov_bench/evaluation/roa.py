@@ -81,7 +81,7 @@ def default_tol(equilibria: torch.Tensor) -> float:
     eq = equilibria.detach()
     if len(eq) < 2:
         return 0.1
-    dist = torch.cdist(eq, eq).masked_fill(torch.eye(len(eq), dtype=torch.bool), float("inf"))
+    dist = torch.cdist(eq, eq).masked_fill(torch.eye(len(eq), dtype=torch.bool, device=eq.device), float("inf"))
     return 0.25 * float(dist.min())
 
 
@@ -129,7 +129,7 @@ def max_real_eigenvalues(model) -> torch.Tensor:
 
 
 def equilibrium_stability(model) -> np.ndarray | None:
-    return max_real_eigenvalues(model).numpy() if hasattr(model, "vector_field") else None
+    return max_real_eigenvalues(model).cpu().numpy() if hasattr(model, "vector_field") else None
 
 
 @torch.no_grad()
@@ -140,8 +140,9 @@ def compute_roa(model, extent, resolution: int = 200, horizon: float = 20.0, ste
     level = float(model.cfg.level if level is None else level)
     tol = default_tol(model.equilibria) if tol is None else tol
     xs, ys, states = grid_states(extent, resolution)
+    states = states.to(model.equilibria)  # the model's device and dtype
     end = flow_endpoints(model, states, horizon, steps)
-    roa = assign_to_equilibria(end, model.equilibria, tol).numpy().reshape(len(ys), len(xs))
-    v = model.lyapunov(states).T.reshape(-1, len(ys), len(xs)).numpy()
+    roa = assign_to_equilibria(end, model.equilibria, tol).cpu().numpy().reshape(len(ys), len(xs))
+    v = model.lyapunov(states).T.reshape(-1, len(ys), len(xs)).cpu().numpy()
     iou, inside = region_iou(v < level, roa)
     return RoAResult(xs, ys, roa, v, level, iou, inside, horizon, tol, equilibrium_stability(model))

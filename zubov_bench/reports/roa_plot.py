@@ -19,7 +19,7 @@ from ..evaluation.roa import RoAResult, check_roa_model, compute_roa, default_ex
 @torch.no_grad()
 def field_on_grid(model, extent, resolution: int = 40):
     xs, ys, states = grid_states(extent, resolution)
-    f = model.vector_field(states).reshape(len(ys), len(xs), 2).numpy()
+    f = model.vector_field(states.to(model.equilibria)).reshape(len(ys), len(xs), 2).cpu().numpy()
     return xs, ys, f[..., 0], f[..., 1]
 
 
@@ -41,7 +41,7 @@ def roa_figure(model, result: RoAResult, name: str, features: torch.Tensor | Non
     if features is not None:
         ax.scatter(features[:, 0], features[:, 1], s=3, alpha=0.35,
                    c=[colors[int(y)] for y in labels] if labels is not None else "0.2", linewidths=0)
-    eq = model.equilibria.detach().numpy()
+    eq = model.equilibria.detach().cpu().numpy()
     ax.scatter(eq[:, 0], eq[:, 1], marker="*", s=160, c=colors, edgecolors="black", zorder=5)
     ax.set_xlim(result.extent[:2])
     ax.set_ylim(result.extent[2:])
