@@ -59,3 +59,9 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
         log=lambda message: click.echo(message, err=True), jobs=_integer(jobs, "--jobs", 1))
     click.echo(format_summary(records))
     click.echo(f"\nrecords: {out}/records.jsonl (+ records.csv, outcomes/)")
+    from pathlib import Path
+
+    from ..evaluation.alignment import ALIGNMENT_FILE
+
+    if (Path(out) / ALIGNMENT_FILE).is_file():
+        click.echo(f"Lyapunov alignment: {out}/{ALIGNMENT_FILE} (zubov-bench table --results {out} --alignment)")

@@ -15,14 +15,16 @@ COLUMNS = {
     "stable_equilibria": ("stable e_k", None),  # filled as "s of K"
     "max_real_eigenvalue": ("max Re λ(J(e_k))", "{:+.3f}".format),
     "proa_reach_equilibrium": ("PRoA points reaching e_k", "{:.1%}".format),
+    "proa_reach_worst_class": ("worst class", "{:.1%}".format),
     "proa_v_dot_negative": ("PRoA points with V̇ < 0", "{:.1%}".format),
     "data_in_proa_zT": ("correct z(T) in PRoA", "{:.1%}".format),
     "data_in_proa_z0": ("correct z(0) in PRoA", "{:.1%}".format),
     "v_y_falls": ("V_y(z(T)) < V_y(z(0))", "{:.1%}".format),
+    "v_y_never_rises": ("V_y never rises on [0, T]", "{:.1%}".format),
     "proa_roa_iou": ("PRoA-RoA IoU", "{:.2f}".format),
 }
 CAPTION = ("Lyapunov alignment: stable e_k = equilibria whose Jacobian has every eigenvalue in the left "
-           "half-plane; PRoA points are sampled inside {V_k < c} and integrated over 10·T; 'correct' = "
+           "half-plane; PRoA points are sampled inside {V_k < c} and integrated with RK4 over 10·T (default horizon), 'reaching' = ending nearest e_k within a quarter of the closest pair's distance; 'correct' = "
            "clean-correct test points of the evaluated subset; IoU only where d = 2.")
 
 
