@@ -103,3 +103,22 @@ def test_table_alignment_without_diagnostics_is_one_line(tmp_path, capsys):
         main(["table", "--results", str(tmp_path), "--alignment"])
     assert done.value.code == 2
     assert capsys.readouterr().err.strip().startswith("error: no alignment diagnostics")
+
+
+def test_alignment_store_round_trip_replaces_by_key_and_skips_a_broken_line(tmp_path):
+    from zubov_bench.evaluation import ResultsStore
+    from zubov_bench.evaluation.alignment import read_alignment, store_alignment
+
+    store = ResultsStore(tmp_path)
+    entry = {"checkpoint_sha256": "abc", "seed": 0, "n": 60, "config": {"horizon": 10.0},
+             "dataset": "digits", "method": "zubov", "train_seed": 0, "stable_equilibria": 3, "equilibria": 10}
+    assert store_alignment(store, entry) and read_alignment(tmp_path) == [entry]
+    newer = {**entry, "stable_equilibria": 10}
+    assert not store_alignment(store, newer)  # same checkpoint, seed, n and settings: kept
+    assert store_alignment(store, newer, replace=True) and read_alignment(tmp_path) == [newer]
+    other = {**entry, "config": {"horizon": 20.0}}
+    assert store_alignment(store, other) and len(read_alignment(tmp_path)) == 2
+    with open(tmp_path / ALIGNMENT_FILE, "a") as f:
+        f.write("{not json\n")
+    with pytest.warns(UserWarning, match="skipping unreadable alignment entry"):
+        assert read_alignment(tmp_path) == [newer, other]
