@@ -66,7 +66,8 @@ def test_stable_flow_is_measured_stable_and_unstable_flow_unstable(toy2d, d):
     k = toy2d.spec.num_classes
     assert stable["stable_equilibria"] == k and stable["max_real_eigenvalue"] == pytest.approx(-1.0, abs=1e-4)
     assert stable["proa_reach_equilibrium"] == 1.0 and stable["proa_v_dot_negative"] == 1.0
-    assert stable["v_y_falls"] > 0.0 and stable["proa_rays_crossing"] == 1.0
+    assert stable["v_y_falls"] > 0.0 and stable["proa_rays_kept"] == 1.0
+    assert stable["equilibria_in_own_proa"] == unstable["equilibria_in_own_proa"] == k
     assert unstable["stable_equilibria"] == 0 and unstable["max_real_eigenvalue"] == pytest.approx(1.0, abs=1e-4)
     assert unstable["proa_reach_equilibrium"] == 0.0 and unstable["proa_v_dot_negative"] <= 0.01  # round-off at e_k
     if d == 2:  # the true basins of the stable flow are the Voronoi cells: larger than the PRoA balls

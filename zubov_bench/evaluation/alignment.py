@@ -56,7 +56,9 @@ def check_lyapunov_model(model) -> None:
 
 def proa_samples(model, rays_per_class: int, inside: float, generator: torch.Generator):
     """Points inside every {V_k < c}: along random directions from e_k, below the boundary radius
-    (doubling then 40 bisection rounds on V_k(e_k + r u) - c); rays that never cross are dropped."""
+    (doubling then 40 bisection rounds on V_k(e_k + r u) - c). A sample is kept only if it lies in
+    the PRoA: rays that never leave it, or from an e_k outside its own PRoA, give none (the kept
+    share is returned; a region that is not star-shaped around e_k loses the samples outside it)."""
     eq = model.equilibria.detach()
     k, d = eq.shape
     level = proa_level(model)
@@ -78,7 +80,8 @@ def proa_samples(model, rays_per_class: int, inside: float, generator: torch.Gen
         lo, hi = torch.where(out, lo, mid), torch.where(out, mid, hi)
     radius = inside * lo * torch.rand(len(cls), generator=generator).to(eq)
     points = eq[cls] + radius[:, None] * u
-    return points[crossed], cls[crossed], float(crossed.float().mean())
+    kept = crossed & (gap(radius) < 0)
+    return points[kept], cls[kept], float(kept.float().mean())
 
 
 def _v_dot(model, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -113,7 +116,8 @@ def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:
     real = max_real_eigenvalues(model)
     out = {"level": level, "equilibria": k, "stable_equilibria": int((real < 0).sum()),
            "max_real_eigenvalue": float(real.max()),
-           "max_field_at_equilibria": float(model.vector_field(eq).norm(dim=1).max())}
+           "max_field_at_equilibria": float(model.vector_field(eq).norm(dim=1).max()),
+           "equilibria_in_own_proa": int((model.lyapunov(eq, torch.arange(k, device=eq.device)) < level).sum())}
 
     z0 = model.features(x)
     states = model.solve(z0, model.grid(cfg.trajectory_points))  # (P, N, d)
@@ -143,7 +147,7 @@ def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:
     reached = assign_to_equilibria(end, eq, tol) == cls
     per_class = torch.stack([reached[cls == c].float().mean() for c in range(k)])
     out.update({
-        "proa_rays_crossing": found, "proa_points": len(points),
+        "proa_rays_kept": found, "proa_points": len(points),
         "proa_reach_equilibrium": share(reached), "proa_reach_worst_class": float(per_class.nan_to_num(0).min()),
         "proa_v_dot_negative": share(_v_dot(model, points, cls) < 0),
         "horizon": horizon, "reach_tolerance": tol,

@@ -14,6 +14,7 @@ COLUMNS = {
     "clean_acc": ("clean", "{:.1%}".format),
     "stable_equilibria": ("stable e_k", None),  # filled as "s of K"
     "max_real_eigenvalue": ("max Re λ(J(e_k))", "{:+.3f}".format),
+    "equilibria_in_own_proa": ("e_k in own PRoA", None),  # filled as "s of K"
     "proa_reach_equilibrium": ("PRoA points reaching e_k", "{:.1%}".format),
     "proa_reach_worst_class": ("worst class", "{:.1%}".format),
     "proa_v_dot_negative": ("PRoA points with V̇ < 0", "{:.1%}".format),
@@ -41,8 +42,10 @@ def alignment_frame(entries: list[dict], dataset: str | None = None) -> pd.DataF
 def _shown(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=frame.index)
     for key, (header, fmt) in COLUMNS.items():
-        if key == "stable_equilibria":
-            out[header] = [f"{s} of {k}" for s, k in zip(frame["stable_equilibria"], frame["equilibria"])]
+        if fmt is None:  # a count of equilibria
+            out[header] = [("—" if pd.isna(s) else f"{int(s)} of {k}") for s, k in
+                           zip(frame.get(key, pd.Series([float("nan")] * len(frame), index=frame.index)),
+                               frame["equilibria"])]
         elif key in frame:
             out[header] = [("—" if pd.isna(v) else fmt(v)) for v in frame[key]]
     return out
