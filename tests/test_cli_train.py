@@ -72,6 +72,11 @@ BAD_INPUT = [
     (["train", "--resume", "{corrupt_run}", "--model", "zubov"], "--model zubov does not match"),
     (["train", "--resume", "{corrupt_run}", "--epochs", "9"], "--epochs cannot be combined with --resume"),
     (["train", "--resume", "{corrupt_run}", "--lr", "0.1"], "--lr cannot be combined with --resume"),
+    # issue 20: these ended in a traceback or were silently accepted
+    (["train", "--config", "{list_model}"], "'model' must be a name"),
+    (["train", "--model", "node", "--config", "{latin1_config}"], "is not UTF-8 text"),
+    (["train", "--model", "node", "--out", "r" * 300], "file systems allow 255"),
+    (["train", "--model", "node", "--config", "{bool_epochs}"], "training key epochs: expected a number, got true"),
     # click's own usage errors are one line too
     (["train", "--model", "node", "--epochs", "abc"], "'abc' is not a valid integer"),
     (["train", "--model", "node", "--device", "tpu"], "'tpu' is not one of"),
@@ -85,8 +90,14 @@ BAD_INPUT = [
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path, cli_env):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model: [unclosed\n")
-    subs = {"{bad_yaml}": str(bad_yaml), "{corrupt_run}": str(_corrupt_run(tmp_path))}
-    args = [subs.get(a, a) for a in args] + ["--no-progress", "--epochs", "1"] * (args[0] == "train" and "--epochs" not in args and "--resume" not in args)
+    configs = {"list_model": "model: [node]\n", "bool_epochs": "train: {epochs: true}\n"}
+    for name, text in configs.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    (tmp_path / "latin1_config.yaml").write_bytes("model: node\n# caf\xe9\n".encode("latin-1"))
+    subs = {"{bad_yaml}": str(bad_yaml), "{corrupt_run}": str(_corrupt_run(tmp_path)),
+            **{f"{{{name}}}": str(tmp_path / f"{name}.yaml") for name in (*configs, "latin1_config")}}
+    given_epochs = "--epochs" in args or "--resume" in args or "--config" in args  # a config may set epochs
+    args = [subs.get(a, a) for a in args] + ["--no-progress", "--epochs", "1"] * (args[0] == "train" and not given_epochs)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     out = run_cli(args, env=cli_env, cwd=tmp_path)
     assert out.returncode != 0

@@ -249,6 +249,7 @@ BAD_INPUTS = [
     (["--eps", "-0.1"], "finite and > 0"),
     (["--eps", "nan"], "finite and > 0"),
     (["--eps", "abc"], "bad --eps"),
+    (["--eps", ""], "--eps is empty"),
     (["-a", "pgd:steps=0"], "steps must be >= 1"),
     (["-a", "pgd:bogus=1"], "unknown parameter"),
     (["-a", "pgdd"], "unknown perturbation"),

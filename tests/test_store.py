@@ -141,10 +141,10 @@ def test_merge_shards_builds_the_complete_record(tmp_path):
 
 def test_partial_batches_round_trip(tmp_path):
     store = ResultsStore(tmp_path)
-    store.save_batch("rec", 2, {"index": np.arange(3), "wall": np.array(1.5)})
-    store.save_batch("rec", 0, {"index": np.arange(2), "wall": np.array(0.5)})
+    store.save_batch("rec", 2, {**outcomes([0, 1, 2], [1, 1, 0], [1, 0, 0]), "wall": np.array(1.5)})
+    store.save_batch("rec", 0, {**outcomes([3, 4], [1, 1], [1, 1]), "wall": np.array(0.5)})
     batches = store.load_batches("rec")
-    assert sorted(batches) == [0, 2] and batches[2]["index"].tolist() == [0, 1, 2]
+    assert sorted(batches) == [0, 2] and batches[0]["index"].tolist() == [3, 4]
     store.clear_batches("rec")
     assert store.load_batches("rec") == {}
     assert not (tmp_path / "partial").exists()

@@ -6,6 +6,7 @@ sha256 over (name, config, state), so that tampering or truncation is caught on 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import re
@@ -18,7 +19,7 @@ import torch
 from . import __version__
 from .data.base import DataSpec
 from .errors import UserError
-from .io import atomic_path
+from .io import write_bytes
 
 FORMAT = "zubov-bench-checkpoint/1"
 
@@ -50,8 +51,9 @@ def save_checkpoint(path: str | Path, model, extra: dict[str, Any] | None = None
         "sha256": digest,
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()  # serialised in memory: torch.save reports a full disk as a bare RuntimeError
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
     return digest
 
 

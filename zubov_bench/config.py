@@ -13,7 +13,10 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -32,6 +35,10 @@ def load_config_file(path: str | Path) -> dict:
     if unknown:
         raise UserError(f"config file {path}: unknown key(s) {', '.join(unknown)}; "
                         f"allowed: {', '.join(TOP_KEYS)}")
+    for key in ("model", "dataset"):
+        if key in data and not isinstance(data[key], str):
+            raise UserError(f"config file {path}: '{key}' must be a name, e.g. {key}: "
+                            f"{'node' if key == 'model' else 'digits'}; got {data[key]!r}")
     for section in SECTIONS:
         if not isinstance(data.get(section, {}), dict):
             raise UserError(f"config file {path}: '{section}' must be a mapping")

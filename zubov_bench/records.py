@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Record:
     members: list = field(default_factory=list)  # worst-case records: ids of the member records
     suite_version: str = ""
     shard: str = ""  # "i/N" for a partial record, "" for a complete one
+    outcomes_sha256: str = ""  # sha256 of outcomes/<id>.npz as written; checked on every read
 
     @property
     def key(self) -> tuple:
@@ -53,5 +55,31 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Record":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """A record from its stored form; ValueError (saying which field) unless it fits the schema.
+
+        The schema is the dataclass itself: every field without a default is required, and every
+        value must have its field's type, so a new field with a default needs no change here.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a record is a JSON object, not {type(d).__name__}")
+        types = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name not in d:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise ValueError(f"field '{f.name}' is missing")
+                continue
+            values[f.name] = _checked(f.name, d[f.name], types[f.name])
+        record = cls(**values)
+        if "id" in d and d["id"] != record.id:
+            raise ValueError(f"stored id {d['id']!r} does not match the record's content ({record.id})")
+        return record
+
+
+def _checked(name: str, value, expected: type):
+    """`value` as `expected` (an int is a float; a bool is neither), or ValueError naming the field."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+        raise ValueError(f"field '{name}' must be {expected.__name__}, not {json.dumps(value, default=str)[:40]}")
+    return value

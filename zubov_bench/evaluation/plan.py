@@ -78,8 +78,10 @@ def _with_transfer_source(requests: list[AttackRequest], source: str | None) -> 
 
 def parse_eps(text) -> tuple[float, ...] | None:
     """'0.1,0.2' or a sequence -> finite positive floats, or None for the dataset grid."""
-    if text is None or (isinstance(text, str) and not text.strip()):
+    if text is None:
         return None
+    if isinstance(text, str) and not text.strip():  # `--eps ''` is a mistake, not a request for the grid
+        raise UserError("--eps is empty: give severities like 0.1,0.2, or leave --eps out for the dataset grid")
     items = text.split(",") if isinstance(text, str) else list(text)
     out = []
     for item in items:

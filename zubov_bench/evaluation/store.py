@@ -3,6 +3,11 @@
 Every write happens under a lock file and goes through a temporary file and a rename, so two
 `eval` processes sharing a folder never lose or duplicate records, and a crash never leaves a
 half-written file behind. Partial (per-batch) results make long records resumable.
+
+Integrity: every line of records.jsonl is checked against the Record schema on read (a bad line is
+refused, naming file and line); each record holds the sha256 of its outcomes file and each partial
+folder a manifest of its batches' sha256, checked on read. A damaged batch is recomputed; a damaged
+outcomes file is refused with the repair (`--force`), so nothing derived from it is built on it.
 """
 from __future__ import annotations
 
@@ -11,21 +16,24 @@ import csv
 import dataclasses
 import io as _io
 import json
+import re
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
 from ..errors import UserError
-from ..io import atomic_path, check_can_create_files, ensure_writable_dir, write_text
+from ..io import check_can_create_files, ensure_writable_dir, sha256_bytes, write_bytes, write_json, write_text
 from ..records import Record
 
 RECORDS = "records.jsonl"
 CSV = "records.csv"
 LOCK = ".records.lock"
 OUTCOME_KEYS = ("index", "clean", "robust")
+BATCH_KEYS = OUTCOME_KEYS + ("wall",)
+BATCH_NAME = re.compile(r"batch-(\d{6})\.npz")
+MANIFEST = "sha256.json"  # in each partial folder: batch file name -> sha256 of its bytes
 
 
 class ResultsStore:
@@ -47,13 +55,18 @@ class ResultsStore:
         if not path.is_file():
             return []
         out = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); the results store is damaged") from None
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 out.append(Record.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                warnings.warn(f"{path}:{number}: skipping unreadable record ({exc})")
+            except ValueError as exc:  # JSONDecodeError is one
+                raise UserError(f"{path}:{number}: not a valid record ({str(exc).splitlines()[0]}); "
+                                "delete or repair that line (the other lines are intact)") from None
         return out
 
     def records(self) -> list[Record]:
@@ -67,11 +80,23 @@ class ResultsStore:
         return next((r for r in self.all_records() if r.id == record_id), None)
 
     def outcomes(self, record_id: str) -> dict[str, np.ndarray]:
+        """The record's per-example arrays, checked against the hash stored in the record."""
         path = self.root / "outcomes" / f"{record_id}.npz"
+        record = self.get(record_id)
         if not path.is_file():
             raise UserError(f"no per-example outcomes for record {record_id} in {self.root}")
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        data = path.read_bytes()
+        problem = None
+        if record is not None and record.outcomes_sha256 and sha256_bytes(data) != record.outcomes_sha256:
+            problem = "its sha256 differs from the one stored in the record"
+        arrays = None if problem else _load_npz(data, OUTCOME_KEYS)
+        if arrays is None or problem:
+            what = f"{record.perturbation} {record.threat} {record.severity:g} on {record.checkpoint}" \
+                if record else "not in records.jsonl"
+            raise UserError(f"record {record_id} ({what}): outcomes file {path} is damaged "
+                            f"({problem or 'not a readable outcomes archive'}); re-run that evaluation "
+                            "with --force to recompute it")
+        return arrays
 
     # --- writing ------------------------------------------------------------------------
     def put(self, record: Record, outcomes: dict[str, np.ndarray] | None, replace: bool = False) -> bool:
@@ -82,7 +107,7 @@ class ResultsStore:
             if exists and not replace:
                 return False
             if outcomes is not None:
-                self._write_outcomes(record.id, outcomes)
+                record = dataclasses.replace(record, outcomes_sha256=self._write_outcomes(record.id, outcomes))
             records = [r for r in records if r.id != record.id] + [record]
             self._write_records(records)
             return True
@@ -98,10 +123,12 @@ class ResultsStore:
             for pattern in (f".{RECORDS}.*.tmp", f".{CSV}.*.tmp", "outcomes/.*.tmp"):
                 for stale in self.root.glob(pattern):
                     stale.unlink(missing_ok=True)
-            expected = records_csv(self.all_records())
-            path = self.root / CSV
-            if not path.is_file() or path.read_text() != expected:
-                write_text(path, expected)
+            records = self.all_records()
+            self._write_csv(records)
+            done = {r.id for r in records}
+            for folder in (self.root / "partial").glob("*") if (self.root / "partial").is_dir() else []:
+                if folder.name.split("-b")[0] in done:  # the record was finished: its batches are not needed
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def remove(self, record_ids) -> None:
         with self.locked():
@@ -139,44 +166,78 @@ class ResultsStore:
                 outcomes = concat_outcomes([self.outcomes(p.id) for p in parts])
                 full = record_from_outcomes(dataclasses.replace(parts[0], shard=""), outcomes,
                                             wall_time=sum(p.wall_time for p in parts))
-                self._write_outcomes(full.id, outcomes)
+                full.outcomes_sha256 = self._write_outcomes(full.id, outcomes)
                 merged.append(full)
             if merged:
                 self._write_records(records + merged)
             return merged
 
-    def _write_outcomes(self, record_id: str, outcomes: dict[str, np.ndarray]) -> None:
+    def _write_outcomes(self, record_id: str, outcomes: dict[str, np.ndarray]) -> str:
+        """Write outcomes/<id>.npz; returns the sha256 the record keeps of it."""
         missing = [k for k in OUTCOME_KEYS if k not in outcomes]
         if missing:
             raise ValueError(f"outcomes lack {missing}")
-        with atomic_path(self.root / "outcomes" / f"{record_id}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **outcomes)
+        data = _npz_bytes(outcomes)
+        write_bytes(self.root / "outcomes" / f"{record_id}.npz", data)
+        return sha256_bytes(data)
 
     def _write_records(self, records: list[Record]) -> None:
         lines = [json.dumps(r.to_dict(), sort_keys=True, default=str) for r in records]
         write_text(self.root / RECORDS, "".join(line + "\n" for line in lines))
-        write_text(self.root / CSV, records_csv(records))
+        self._write_csv(records)
+
+    def _write_csv(self, records: list[Record]) -> None:
+        """records.csv, rewritten only when its bytes change (csv rows end in \\r\\n: compare bytes)."""
+        expected = records_csv(records)
+        path = self.root / CSV
+        if not path.is_file() or path.read_bytes() != expected.encode():
+            write_text(path, expected)
 
     # --- per-batch partial results (resume inside a long record) -----------------------
     def _partial_dir(self, record_id: str) -> Path:
         return self.root / "partial" / record_id
 
     def save_batch(self, record_id: str, batch: int, arrays: dict[str, np.ndarray]) -> None:
-        with atomic_path(self._partial_dir(record_id) / f"batch-{batch:06d}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        """Write one batch, then its sha256 into the folder's manifest (a batch without one is redone)."""
+        folder = self._partial_dir(record_id)
+        name = f"batch-{batch:06d}.npz"
+        data = _npz_bytes(arrays)
+        write_bytes(folder / name, data)
+        with self.locked():  # two writers of one record must not lose each other's manifest entries
+            manifest = self._manifest(folder)
+            manifest[name] = sha256_bytes(data)
+            write_json(folder / MANIFEST, manifest)
 
     def load_batches(self, record_id: str) -> dict[int, dict[str, np.ndarray]]:
+        """The record's verified batches; anything else in its folder (a batch whose hash is not the
+        manifest's, a foreign file or folder, other keys) is removed, so the batch is recomputed."""
         folder = self._partial_dir(record_id)
+        if not folder.is_dir():
+            return {}
+        manifest = self._manifest(folder)
         out = {}
-        for path in sorted(folder.glob("batch-*.npz")) if folder.is_dir() else []:
-            try:
-                with np.load(path) as data:
-                    out[int(path.stem.split("-")[1])] = {k: data[k] for k in data.files}
-            except (OSError, ValueError, EOFError):
-                path.unlink(missing_ok=True)  # cannot happen with atomic writes; recompute it
+        for path in sorted(folder.iterdir()):
+            if path.name == MANIFEST or path.name.startswith(".") and path.name.endswith(".tmp"):
+                continue
+            match = BATCH_NAME.fullmatch(path.name)
+            arrays = None
+            if match and path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                if manifest.get(path.name) == sha256_bytes(data):
+                    arrays = _load_npz(data, BATCH_KEYS)
+            if arrays is None:
+                _remove(path)
+            else:
+                out[int(match.group(1))] = arrays
         return out
+
+    @staticmethod
+    def _manifest(folder: Path) -> dict[str, str]:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return {}  # no manifest: no batch is trusted
+        return manifest if isinstance(manifest, dict) else {}
 
     def clear_batches(self, record_id: str) -> None:
         shutil.rmtree(self._partial_dir(record_id), ignore_errors=True)
@@ -193,6 +254,32 @@ def check_writable_target(path: str | Path) -> None:
     if not existing.is_dir():
         raise UserError(f"output folder {path} is not writable")
     check_can_create_files(existing, path)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _load_npz(data: bytes, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Plain arrays (no pickles) with at least `keys`, one entry per example; None if not that."""
+    try:
+        with np.load(_io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception:  # a damaged zip raises BadZipFile, ValueError, OSError, EOFError, KeyError...
+        return None
+    if any(k not in arrays for k in keys):
+        return None
+    lengths = {len(v) for k, v in arrays.items() if k != "wall" and v.ndim}
+    return arrays if len(lengths) <= 1 else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _all_shards_present(parts: list[Record]) -> bool:

@@ -1,6 +1,8 @@
 """One training run: resolve presets + config file + flags, build model and data, train."""
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import yaml
 from ..config import load_config_file
 from ..data import load_dataset
 from ..errors import UserError
-from ..io import ensure_writable_dir, write_json, write_text
+from ..io import ensure_writable_dir, reporting_write_faults, write_json, write_text
 from ..models import create_model
 from ..presets import resolve_preset
 from ..device import resolve_device
@@ -58,6 +60,9 @@ def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
     from ..models.base import coerce
 
     train_defaults = TrainConfig()
+    for key, value in resolved["train"].items():  # coerce() would read `epochs: true` as 1 epoch
+        if isinstance(value, bool) and not isinstance(getattr(train_defaults, key, None), bool):
+            raise UserError(f"training key {key}: expected a number, got {str(value).lower()}")
     train_kw = {k: coerce(v, getattr(train_defaults, k), k) for k, v in resolved["train"].items()}
     tcfg = TrainConfig(**{**train_kw, "device": device, "progress": progress})
     tcfg.validate()
@@ -76,15 +81,49 @@ def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
 
 def train_run(resolved: dict, run_dir: Path | None = None, *, data_root=None, download=False,
               device="auto", progress=True, force=False) -> dict:
-    """Train from scratch; under torchrun every rank trains and only rank 0 writes the folder."""
+    """Train from scratch; under torchrun every rank trains and only rank 0 writes the folder.
+
+    Over an existing run (--force) the new run trains in a staging folder beside it and replaces
+    it only once complete, so a failure (a full disk, Ctrl-C) leaves the old result as it was.
+    """
     run_dir = Path(run_dir or default_run_dir(resolved))
+    _check_name_lengths(run_dir)
     with distributed.process_group(resolve_device(device)):
         _check_fresh(run_dir, force)
-        trainer = build_trainer(resolved, run_dir, data_root, download, device, progress)
+        replacing = force and any((run_dir / f).exists() for f in (MODEL_FILE, STATE_FILE))
+        work_dir = _staging_dir(run_dir) if replacing else run_dir
+        trainer = build_trainer(resolved, work_dir, data_root, download, device, progress)
         distributed.barrier()  # every rank has checked the folder before rank 0 clears it
         if distributed.is_main():
-            _start_run_dir(run_dir, resolved, trainer, device)
-        return trainer.fit()
+            if replacing:
+                shutil.rmtree(work_dir, ignore_errors=True)  # left by an interrupted --force run
+            _start_run_dir(work_dir, resolved, trainer, device)
+        summary = trainer.fit()
+        if replacing and distributed.is_main():
+            _swap_in(work_dir, run_dir)
+        return summary
+
+
+def _staging_dir(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name[:200]}.new"
+
+
+def _swap_in(new: Path, run_dir: Path) -> None:
+    """Replace `run_dir` by the complete `new` folder: two renames, the old one removed last."""
+    old = run_dir.parent / f".{run_dir.name[:200]}.old"
+    with reporting_write_faults(run_dir):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(run_dir, old)
+        os.replace(new, run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_name_lengths(run_dir: Path) -> None:
+    """A folder name the file system cannot hold, as one line before any work."""
+    too_long = [part for part in run_dir.parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise UserError(f"output folder {run_dir}: the name {too_long[0][:40]}... is "
+                        f"{len(os.fsencode(too_long[0]))} bytes; file systems allow 255")
 
 
 def _start_run_dir(run_dir: Path, resolved: dict, trainer: Trainer, device: str) -> None:

@@ -18,7 +18,7 @@ from ..checkpoint import safe_torch_load, save_checkpoint
 from ..data import DatasetBundle
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
-from ..io import atomic_path, write_json, write_text
+from ..io import write_bytes, write_json, write_text
 from ..models.ode import SolverError, compile_field
 from . import distributed
 from .adversarial import adversarial_batch
@@ -168,8 +168,9 @@ class Trainer:
     def save_state(self) -> None:
         state = self._train_state()  # on every rank: it gathers their RNG states
         if distributed.is_main():
-            with atomic_path(self.run_dir / STATE_FILE) as tmp:
-                torch.save(state, tmp)
+            buffer = _io.BytesIO()  # in memory: torch.save reports a full disk as a bare RuntimeError
+            torch.save(state, buffer)
+            write_bytes(self.run_dir / STATE_FILE, buffer.getvalue())
 
     def resume(self) -> None:
         path = self.run_dir / STATE_FILE
@@ -195,14 +196,18 @@ class Trainer:
         distributed.restore_extras(state, self.device, path)
 
     # --- the loop -----------------------------------------------------------------------
+    def _kept(self) -> str:
+        """What a numerical failure leaves behind: promise a checkpoint only when one exists."""
+        if (self.run_dir / STATE_FILE).is_file():
+            return f"last good checkpoint kept in {self.run_dir / STATE_FILE} (--resume {self.run_dir})"
+        return f"no checkpoint had been saved yet in {self.run_dir}, so there is nothing to resume"
+
     def _check_finite(self, loss: torch.Tensor, where: str) -> None:
         if not torch.isfinite(loss):
-            raise NumericalError(f"non-finite loss ({float(loss.detach())}) at {where}; "
-                                 f"last good checkpoint kept in {self.run_dir}")
+            raise NumericalError(f"non-finite loss ({float(loss.detach())}) at {where}; {self._kept()}")
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            raise NumericalError(f"non-finite weights in {bad[0]} at {where}; "
-                                 f"last good checkpoint kept in {self.run_dir}")
+            raise NumericalError(f"non-finite weights in {bad[0]} at {where}; {self._kept()}")
 
     def _step(self, xb, yb, where: str, share: float = 1.0) -> dict:
         self.model.train()
@@ -212,7 +217,7 @@ class Trainer:
                 xb = adversarial_batch(self.model, xb, yb, self.cfg.adv_eps, self.cfg.adv_steps, seed)
             loss, terms = self.loss_fn(xb, yb)
         except SolverError as exc:
-            raise NumericalError(f"{exc} at {where}; last good checkpoint kept in {self.run_dir}") from None
+            raise NumericalError(f"{exc} at {where}; {self._kept()}") from None
         self._check_finite(loss, where)
         self.optimizer.zero_grad(set_to_none=True)
         distributed.weight_loss(loss, share).backward()
