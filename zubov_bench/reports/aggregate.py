@@ -10,6 +10,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from ..records import Record
 
 WORST_CASE = "worst-case"
@@ -51,31 +53,44 @@ def filter_records(records: list[Record], dataset: str | None = None,
     return out
 
 
-def _checkpoint_value(records: list[Record]) -> float:
-    by_seed = defaultdict(list)
-    for r in records:
-        by_seed[r.seed].append(r.robust_acc)
-    return statistics.fmean(min(v) for v in by_seed.values())
+def _frame(records: list[Record]) -> pd.DataFrame:
+    """One row per record and table column it feeds: its own column and the clean column."""
+    rows = [{"method": r.method, "key": key, "sha": r.checkpoint_sha256, "seed": r.seed, "n": r.n,
+             "clean": r.clean_acc, "robust": r.robust_acc, "record": i}
+            for i, r in enumerate(records) for key in (column_key(r), CLEAN)]
+    return pd.DataFrame(rows)
 
 
-def _clean_value(records: list[Record]) -> float:
-    largest = max(r.n for r in records)
-    return statistics.fmean(r.clean_acc for r in records if r.n == largest)
+def _checkpoint_values(frame: pd.DataFrame) -> pd.Series:
+    """(method, key, sha) -> value: attack columns take the best attack (the minimum robust accuracy)
+    per evaluation seed, averaged over seeds; the clean column averages the records of the largest n."""
+    attacked = frame[frame["key"] != CLEAN]
+    robust = attacked.groupby(["method", "key", "sha", "seed"], sort=False)["robust"].min() \
+        .groupby(level=["method", "key", "sha"], sort=False).mean()
+    clean = frame[frame["key"] == CLEAN]
+    largest = clean.groupby(["method", "sha"], sort=False)["n"].transform("max")
+    clean = clean[clean["n"] == largest].groupby(["method", "key", "sha"], sort=False)["clean"].mean()
+    return pd.concat([robust, clean])
 
 
 def summarize(records: list[Record]) -> dict[tuple, Cell]:
-    """(method, column key) -> Cell, plus (method, CLEAN) -> the clean-accuracy cell."""
-    groups = defaultdict(list)
-    for r in records:
-        groups[(r.method, column_key(r), r.checkpoint_sha256)].append(r)
-        groups[(r.method, CLEAN, r.checkpoint_sha256)].append(r)
+    """(method, column key) -> Cell, plus (method, CLEAN) -> the clean-accuracy cell.
+
+    A cell holds one value per checkpoint (training seed); mean ± std is over those."""
     cells: dict[tuple, Cell] = defaultdict(Cell)
-    for (method, key, sha), recs in groups.items():
+    if not records:
+        return {}
+    frame = _frame(records)
+    for method, key in ordered(zip(frame["method"], frame["key"])):  # cells in first-appearance order
+        cells[(method, key)] = Cell()
+    for (method, key, sha), value in _checkpoint_values(frame).items():
+        cells[(method, key)].values[sha] = float(value)
+    for (method, key, sha), group in frame.groupby(["method", "key", "sha"], sort=False):
         cell = cells[(method, key)]
-        cell.values[sha] = _clean_value(recs) if key == CLEAN else _checkpoint_value(recs)
-        cell.n.update([max(r.n for r in recs)] if key == CLEAN else [r.n for r in recs])  # clean: see _clean_value
+        cell.n.update([int(group["n"].max())] if key == CLEAN else group["n"].astype(int).tolist())
         if key != CLEAN:
-            cell.failed.update(name for r in recs for name, v in r.sanity.items() if not v.get("ok", True))
+            cell.failed.update(name for i in group["record"] for name, v in records[i].sanity.items()
+                               if not v.get("ok", True))
     return dict(cells)
 
 
