@@ -160,3 +160,29 @@ def test_every_registered_model_can_be_smoothed(name, digits):
                   batch_size=25)
     assert out["radius"].shape == (3,) and np.all(out["radius"] >= 0)
     assert np.all((out["prediction"] >= ABSTAIN) & (out["prediction"] < digits.spec.num_classes))
+
+
+def test_a_killed_certify_resumes_to_the_same_records(noisy_ckpt, tmp_path, monkeypatch):
+    from zubov_bench.evaluation import certify as module
+
+    kwargs = dict(sigma=SIGMA, n0=10, n=50, n_samples=60, batch_size=200, progress=False, log=lambda m: None)
+    calls, real = [], module.certify
+
+    def dies_after_two_parts(*args, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, "certify", dies_after_two_parts)
+    with pytest.raises(KeyboardInterrupt):
+        module.certify_checkpoints(noisy_ckpt, out=tmp_path / "a", **kwargs)
+    assert len(list((tmp_path / "a" / "partial").glob("*/batch-*.npz"))) == 2
+    monkeypatch.setattr(module, "certify", real)
+    resumed = module.certify_checkpoints(noisy_ckpt, out=tmp_path / "a", **kwargs)
+    fresh = module.certify_checkpoints(noisy_ckpt, out=tmp_path / "b", **kwargs)
+    assert [r.id for r in resumed] == [r.id for r in fresh]
+    for r in fresh:
+        a, b = ResultsStore(tmp_path / "a").outcomes(r.id), ResultsStore(tmp_path / "b").outcomes(r.id)
+        assert all(np.array_equal(a[k], b[k]) for k in b)
+    assert not (tmp_path / "a" / "partial").exists()
