@@ -29,12 +29,12 @@ REQUIRED = ("lyapunov", "equilibria", "vector_field", "features", "solve", "grid
 @dataclass(frozen=True)
 class AlignmentConfig:
     horizon: float = 10.0  # PRoA points are integrated over horizon * T
-    steps_per_unit: int = 40  # RK4 steps per unit of time for that integration
+    steps_per_unit: int = 20  # RK4 steps per unit of time (dt = 0.05; 10 gave the same numbers on toy2d)
     rays_per_class: int = 100  # PRoA samples: one per random direction from e_k
     inside: float = 0.98  # a sample lies at u * inside * r*(direction), u ~ U(0, 1), r* the boundary radius
     trajectory_points: int = 11  # grid points of [0, T] at which V_y is checked to fall
     fall_tolerance: float = 1e-6  # relative slack for "V_y never rises" between grid points
-    iou_resolution: int = 120  # d = 2 only: the grid of the PRoA-RoA IoU
+    iou_resolution: int = 60  # d = 2 only: grid points per axis for the PRoA-RoA IoU
     seed: int = 0
 
 
