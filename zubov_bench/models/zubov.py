@@ -89,6 +89,7 @@ class ZubovNet(ODEModel):
     Config = ZubovConfig
     description = "Zubov-Net (arXiv 2509.21879): logits -V_k(z(T)), Zubov consistency + separation losses"
     has_lyapunov = True
+    loss_terms = ("cls", "con", "sep", "eq")  # the paper's three losses and the equilibrium term
 
     def __init__(self, spec: DataSpec, cfg: ZubovConfig):
         field = MLPField(cfg.d, cfg.field_hidden, cfg.field_act)
