@@ -106,8 +106,9 @@ def test_table_alignment_without_diagnostics_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: no alignment diagnostics")
 
 
-def test_alignment_store_round_trip_replaces_by_key_and_skips_a_broken_line(tmp_path):
+def test_alignment_store_round_trip_replaces_by_key_and_refuses_a_broken_line(tmp_path):
     from zubov_bench.evaluation import ResultsStore
+    from zubov_bench.errors import UserError
     from zubov_bench.evaluation.alignment import read_alignment, store_alignment
 
     store = ResultsStore(tmp_path)
@@ -121,5 +122,5 @@ def test_alignment_store_round_trip_replaces_by_key_and_skips_a_broken_line(tmp_
     assert store_alignment(store, other) and len(read_alignment(tmp_path)) == 2
     with open(tmp_path / ALIGNMENT_FILE, "a") as f:
         f.write("{not json\n")
-    with pytest.warns(UserWarning, match="skipping unreadable alignment entry"):
-        assert read_alignment(tmp_path) == [newer, other]
+    with pytest.raises(UserError, match=r"alignment.jsonl:3: not an alignment entry"):
+        read_alignment(tmp_path)  # refused, not skipped: the next write would drop the line

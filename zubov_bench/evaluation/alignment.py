@@ -171,9 +171,8 @@ def alignment_entry(ctx_meta: dict, path: str, diagnostics: dict, seed: int, cfg
 
 
 def read_alignment(root: str | Path) -> list[dict]:
-    """Every stored alignment entry (a malformed line is skipped with a warning naming it)."""
-    import warnings
-
+    """Every stored alignment entry. A damaged line is refused (naming file:line) rather than
+    skipped, so that the next write cannot silently drop it."""
     path = Path(root) / ALIGNMENT_FILE
     if not path.is_file():
         return []
@@ -183,11 +182,12 @@ def read_alignment(root: str | Path) -> list[dict]:
             continue
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict) or "checkpoint_sha256" not in entry:
-                raise ValueError("not an alignment entry")
-            out.append(entry)
         except ValueError as exc:
-            warnings.warn(f"{path}:{number}: skipping unreadable alignment entry ({exc})")
+            raise UserError(f"{path}:{number}: not an alignment entry ({exc}); repair or delete the line, "
+                            "or delete the file and re-run eval") from None
+        if not isinstance(entry, dict) or "checkpoint_sha256" not in entry:
+            raise UserError(f"{path}:{number}: not an alignment entry (no checkpoint_sha256)")
+        out.append(entry)
     return out
 
 
