@@ -175,12 +175,29 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     monkeypatch.setattr(NeuralODE, "training_loss", flaky)
     resolved = resolve_run_config("node", "digits", None, {"epochs": 3}, {})  # 22 steps/epoch
     run = tmp_path / "run"
-    with pytest.raises(NumericalError, match=r"epoch 2, step 8"):
+    with pytest.raises(NumericalError, match=r"epoch 2, step 8.*kept in .*last.pt"):
         train_run(resolved, run, progress=False, device="cpu")
     assert not (run / "model.pt").exists()
     state = torch.load(run / STATE_FILE, weights_only=True)
     assert state["progress"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_nan_loss_before_any_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
+    """Issue 20: at epoch 1, step 2 there is no last.pt, so the message must not say one is kept."""
+    original = NeuralODE.training_loss
+    calls = {"n": 0}
+
+    def flaky(self, x, y):
+        calls["n"] += 1
+        loss, terms = original(self, x, y)
+        return (loss * float("nan") if calls["n"] == 2 else loss), terms
+
+    monkeypatch.setattr(NeuralODE, "training_loss", flaky)
+    resolved = resolve_run_config("node", "digits", None, {"epochs": 1}, {})
+    with pytest.raises(NumericalError, match=r"epoch 1, step 2.*no checkpoint had been saved yet") as caught:
+        train_run(resolved, tmp_path / "run", progress=False, device="cpu")
+    assert "kept" not in str(caught.value) and not (tmp_path / "run" / STATE_FILE).exists()
 
 
 def test_solver_step_limit_stops_training_with_a_clear_message(tmp_path):
