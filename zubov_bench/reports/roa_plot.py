@@ -11,9 +11,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..errors import UserError
+from ..evaluation.roa import RoAResult, check_roa_model, compute_roa, default_extent, grid_states
 from ..io import write_json
 from .plots import save_figure
-from ..evaluation.roa import RoAResult, check_roa_model, compute_roa, default_extent, grid_states
 
 
 @torch.no_grad()
