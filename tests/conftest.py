@@ -50,6 +50,16 @@ def trained_zubov(digits):
     return quick_train(create_model("zubov", digits.spec), digits, epochs=4)
 
 
+@pytest.fixture(scope="module")
+def node_ckpt(trained_node, tmp_path_factory):
+    """trained_node saved as a checkpoint file (path as a string), as `eval -c` takes it."""
+    from zubov_bench.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "node.pt"
+    save_checkpoint(path, trained_node, extra={"model": "node", "dataset": "digits", "seed": 0})
+    return str(path)
+
+
 @pytest.fixture
 def cli_env(tmp_path):
     """Environment for running the real CLI in a subprocess, with an isolated data root."""

@@ -22,13 +22,6 @@ SMALL = dict(n_samples=60, batch_size=20, progress=False, log=lambda m: None)
 
 
 @pytest.fixture(scope="module")
-def node_ckpt(trained_node, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "node.pt"
-    save_checkpoint(path, trained_node, extra={"model": "node", "dataset": "digits", "seed": 0})
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def node_run(node_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     records = evaluate([node_ckpt], attacks=["fgsm", "pgd:steps=10"], eps="0.1,0.3", out=out, **SMALL)

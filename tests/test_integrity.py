@@ -21,18 +21,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from zubov_bench.checkpoint import save_checkpoint
 from zubov_bench.cli import main
 from zubov_bench.evaluation.store import ResultsStore
 
 EVAL = ["--n-samples", "30", "--no-progress", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def node_ckpt(trained_node, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "node.pt"
-    save_checkpoint(path, trained_node, extra={"model": "node", "dataset": "digits", "seed": 0})
-    return str(path)
 
 
 @pytest.fixture(scope="module")

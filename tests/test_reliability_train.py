@@ -163,16 +163,21 @@ def test_wrong_model_checkpoint_is_one_clear_error(saved_node):
         load_checkpoint(saved_node)
 
 
-def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def nan_loss_at_call(monkeypatch, call: int) -> None:
+    """Make the NODE's training loss NaN at its `call`-th evaluation (1-based)."""
     original = NeuralODE.training_loss
     calls = {"n": 0}
 
     def flaky(self, x, y):
         calls["n"] += 1
         loss, terms = original(self, x, y)
-        return (loss * float("nan") if calls["n"] == 30 else loss), terms
+        return (loss * float("nan") if calls["n"] == call else loss), terms
 
     monkeypatch.setattr(NeuralODE, "training_loss", flaky)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    nan_loss_at_call(monkeypatch, 30)
     resolved = resolve_run_config("node", "digits", None, {"epochs": 3}, {})  # 22 steps/epoch
     run = tmp_path / "run"
     with pytest.raises(NumericalError, match=r"epoch 2, step 8.*kept in .*last.pt"):
@@ -185,15 +190,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
 
 def test_nan_loss_before_any_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
     """Issue 20: at epoch 1, step 2 there is no last.pt, so the message must not say one is kept."""
-    original = NeuralODE.training_loss
-    calls = {"n": 0}
-
-    def flaky(self, x, y):
-        calls["n"] += 1
-        loss, terms = original(self, x, y)
-        return (loss * float("nan") if calls["n"] == 2 else loss), terms
-
-    monkeypatch.setattr(NeuralODE, "training_loss", flaky)
+    nan_loss_at_call(monkeypatch, 2)
     resolved = resolve_run_config("node", "digits", None, {"epochs": 1}, {})
     with pytest.raises(NumericalError, match=r"epoch 1, step 2.*no checkpoint had been saved yet") as caught:
         train_run(resolved, tmp_path / "run", progress=False, device="cpu")
