@@ -38,10 +38,11 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("model", ["node", "zubov"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cli_env, model):
+@pytest.mark.parametrize("model,extra", [("node", []), ("zubov", []), ("node", ["--label", "node-abl"])],
+                         ids=["node", "zubov", "labelled"])  # a label is stored as `method` (issue 17)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cli_env, model, extra):
     args = ["--model", model, "--dataset", "digits", "--epochs", "3", "--save-every-steps", "7",
-            "--seed", "3"]
+            "--seed", "3", *extra]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run(TRAIN + args + ["--out", str(ref)], env=cli_env, check=True, capture_output=True)
     proc = subprocess.Popen(TRAIN + args + ["--out", str(killed)], env=cli_env,

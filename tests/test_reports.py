@@ -20,7 +20,6 @@ from zubov_bench.records import Record
 from zubov_bench.reports import build_tables, compute_roa, load_records, plot_results, render, roa_figure
 from zubov_bench.reports.plots import save_figure
 from zubov_bench.reports.roa import assign_to_equilibria, region_iou
-from zubov_bench.reports.store import _read_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BASE = {"zubov": 0.90, "node": 0.94}  # clean accuracy per method
@@ -194,9 +193,8 @@ def test_shards_and_duplicates_are_ignored(results_dir):
     partial.shard, partial.robust_acc = "1/2", 0.0
     with open(results_dir / "records.jsonl", "a") as fh:
         fh.write(json.dumps(partial.to_dict()) + "\n")
-    assert len(load_records(results_dir)) == len(synthetic_records())
-    fallback = _read_jsonl(results_dir / "records.jsonl")  # used when the evaluation package is absent
-    assert sorted(r.id for r in fallback) == sorted(r.id for r in synthetic_records())
+    loaded = load_records(results_dir)
+    assert sorted(r.id for r in loaded) == sorted(r.id for r in synthetic_records())
 
 
 # --- figures ----------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def resume_run(run_dir: Path, *, expect: dict | None = None, data_root=None, dow
     cfg_path = run_dir / RESOLVED_CONFIG
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a training run folder (no {RESOLVED_CONFIG})")
-    resolved = load_config_file(cfg_path)
+    resolved = load_run_config(cfg_path)
     for key, value in (expect or {}).items():
         if value is not None and value != resolved.get(key):
             raise UserError(f"--{key} {value} does not match the run in {run_dir}, "
@@ -157,6 +157,25 @@ def resume_run(run_dir: Path, *, expect: dict | None = None, data_root=None, dow
         if trainer.progress.epoch >= trainer.cfg.epochs:
             return trainer.finish()
         return trainer.fit()
+
+
+STORED_KEYS = ("model", "dataset", "train", "model_config", "method")
+
+
+def load_run_config(path: Path) -> dict:
+    """A run folder's resolved config, as `_start_run_dir` wrote it: not a user config file, so it
+    may hold what the run was given besides the file (its --label, a sweep variant's name: method)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is damaged ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), dict) for k in ("train", "model_config")) \
+            or any(not isinstance(data.get(k), str) for k in ("model", "dataset")):
+        raise UserError(f"{path} is not a resolved run config (model, dataset, train, model_config)")
+    unknown = sorted(set(data) - set(STORED_KEYS))
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return data
 
 
 def _plain(obj):
