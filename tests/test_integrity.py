@@ -76,6 +76,9 @@ def test_a_damaged_outcome_is_refused_with_the_repair_and_no_stale_worst_case(st
     (store_copy / "outcomes" / f"{fgsm.id}.npz").write_bytes(np.random.default_rng(0).bytes(2000))
     add_attack = ["eval", "-c", node_ckpt, "-a", "pgd:steps=3", "--eps", "0.2", "--out", str(store_copy), *EVAL]
     assert_one_error_line(cli(add_attack), fgsm.id, "outcomes", "damaged", "--force")
+    # the PGD record was stored but the worst case could not be rebuilt: tables refuse it as stale
+    for command in (["table", "--worst-case"], ["plot", "--out", str(store_copy / "fig")]):
+        assert_one_error_line(cli([*command, "--results", str(store_copy)]), "worst case", "stale", "eval")
     # the repair the message names: recompute that record; the worst case then covers both attacks
     repair = ["eval", "-c", node_ckpt, "-a", "fgsm", "--eps", "0.2", "--force", "--out", str(store_copy), *EVAL]
     assert cli(repair).exit_code == 0

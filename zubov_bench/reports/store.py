@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..evaluation.store import ResultsStore
+from ..evaluation.worst_case import stale_worst_cases
 from ..records import Record
 
 
@@ -16,4 +17,10 @@ def load_records(results_dir: str | Path) -> list[Record]:
     records = ResultsStore(results_dir).records()
     if not records:
         raise UserError(f"no complete records in {results_dir}")
+    stale = stale_worst_cases(records)
+    if stale:
+        r = stale[0]
+        raise UserError(f"{results_dir}: the worst case of {r.checkpoint} at {r.threat} {r.severity:g} is stale "
+                        f"(its members are not the attack records of that cell; {len(stale)} such record(s)); "
+                        "re-run `zubov-bench eval` on that checkpoint, with --force if it reports a damaged outcome")
     return records
