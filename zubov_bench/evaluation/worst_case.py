@@ -58,7 +58,8 @@ def stale_worst_cases(records: list[Record]) -> list[Record]:
     for r in records:
         if is_member(r):
             groups.setdefault(group_key(r), set()).add(r.id)
-    return [r for r in records if r.perturbation == WORST_CASE and set(r.members) != groups.get(group_key(r), set())]
+    return [r for r in records if r.perturbation == WORST_CASE and r.members  # hand-made records name none
+            and set(r.members) != groups.get(group_key(r), set())]
 
 
 def update_worst_case(store: ResultsStore, records: list[Record]) -> list[Record]:
