@@ -3,18 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import UserError
-from .eval_cmd import _integer
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
-
-
-def _number(value: str | None, option: str, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        raise UserError(f"{option} must be a number, got {value!r}") from None
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
 
 
 @click.command("certify")
@@ -44,10 +33,12 @@ def command(checkpoints, method, sigma, n0, n_draws, alpha, radii, n_samples, ba
     from ..evaluation.certify import DEFAULT_BATCH_SIZE, DEFAULT_N_SAMPLES, certify_checkpoints
 
     records = certify_checkpoints(
-        list(checkpoints), method=method, sigma=_number(sigma, "--sigma", 0.25), n0=_integer(n0, "--n0", 100),
-        n=_integer(n_draws, "--n", 1000), alpha=_number(alpha, "--alpha", 0.001), radii=radii,
-        n_samples=_integer(n_samples, "--n-samples", DEFAULT_N_SAMPLES),
-        batch_size=_integer(batch_size, "--batch-size", DEFAULT_BATCH_SIZE), seed=_integer(seed, "--seed", 0),
+        list(checkpoints), method=method, sigma=option_value(sigma, "--sigma", 0.25, float),
+        n0=option_value(n0, "--n0", 100),
+        n=option_value(n_draws, "--n", 1000), alpha=option_value(alpha, "--alpha", 0.001, float), radii=radii,
+        n_samples=option_value(n_samples, "--n-samples", DEFAULT_N_SAMPLES),
+        batch_size=option_value(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
+        seed=option_value(seed, "--seed", 0),
         device=device, out=out, force=force, data_root=data_root, download=download, progress=progress,
         log=lambda message: click.echo(message, err=True))
     for r in records:

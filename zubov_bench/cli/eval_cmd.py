@@ -3,18 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..errors import UserError
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
 
-
-def _integer(value: str | None, option: str, default: int) -> int:
-    """Numbers are parsed here (not by click) so that a bad one is one `error:` line."""
-    if value is None:
-        return default
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer, got {value!r}") from None
 
 
 @click.command("eval")
@@ -52,11 +42,11 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
 
     records = evaluate(
         list(checkpoints), attacks=list(attacks) or "all", eps=eps,
-        n_samples=_integer(n_samples, "--n-samples", 500),
-        batch_size=_integer(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
-        seed=_integer(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out, force=force,
+        n_samples=option_value(n_samples, "--n-samples", 500),
+        batch_size=option_value(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
+        seed=option_value(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out, force=force,
         shard=shard, transfer_from=transfer_from, data_root=data_root, download=download, progress=progress,
-        log=lambda message: click.echo(message, err=True), jobs=_integer(jobs, "--jobs", 1))
+        log=lambda message: click.echo(message, err=True), jobs=option_value(jobs, "--jobs", 1))
     click.echo(format_summary(records))
     click.echo(f"\nrecords: {out}/records.jsonl (+ records.csv, outcomes/)")
     from pathlib import Path

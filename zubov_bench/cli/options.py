@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import UserError
+
 DEVICE = click.option("--device", default="auto", show_default=True,
                       type=click.Choice(["auto", "cpu", "cuda"]), help="Where to run.")
 DATA_ROOT = click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -21,3 +23,14 @@ def parse_set_options(values: tuple[str, ...]) -> dict:
             raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
         out[key.strip()] = value.strip()
     return out
+
+
+def option_value(value: str | None, option: str, default, kind: type = int):
+    """An int or float option parsed here, not by click, so that a bad one is one `error:` line."""
+    if value is None:
+        return default
+    try:
+        return kind(str(value).strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{option} must be {what}, got {value!r}") from None

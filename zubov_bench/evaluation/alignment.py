@@ -153,10 +153,8 @@ def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:
         "horizon": horizon, "reach_tolerance": tol,
     })
     if eq.shape[1] == 2:
-        from ..reports.roa import compute_roa, default_extent
-
         roa = compute_roa(model, default_extent(z0, eq), resolution=cfg.iou_resolution, horizon=horizon,
-                          steps=max(1, round(cfg.steps_per_unit * horizon)), tol=tol, level=level)
+                          steps=steps, tol=tol, level=level)
         out.update({"proa_roa_iou": roa.mean_iou, "unassigned": float((roa.roa < 0).mean())})
     return out
 

@@ -51,23 +51,26 @@ def worst_case_record(store: ResultsStore, members: list[Record]):
     return record_from_outcomes(base, outcomes, sum(m.wall_time for m in members)), outcomes
 
 
-def stale_worst_cases(records: list[Record]) -> list[Record]:
-    """Worst-case records whose members are no longer exactly the attack records of their cell
-    (an attack added after a refused rebuild, or a member removed): their number would be wrong."""
-    groups: dict[tuple, set[str]] = {}
-    for r in records:
-        if is_member(r):
-            groups.setdefault(group_key(r), set()).add(r.id)
-    return [r for r in records if r.perturbation == WORST_CASE and r.members  # hand-made records name none
-            and set(r.members) != groups.get(group_key(r), set())]
-
-
-def update_worst_case(store: ResultsStore, records: list[Record]) -> list[Record]:
-    """(Re)build the worst-case records over `records`; returns them (stored ones kept if unchanged)."""
+def member_groups(records: list[Record]) -> dict[tuple, list[Record]]:
+    """The attack records of every worst-case cell, keyed by `group_key`."""
     groups: dict[tuple, list[Record]] = {}
     for r in records:
         if is_member(r):
             groups.setdefault(group_key(r), []).append(r)
+    return groups
+
+
+def stale_worst_cases(records: list[Record]) -> list[Record]:
+    """Worst-case records whose members are no longer exactly the attack records of their cell
+    (an attack added after a refused rebuild, or a member removed): their number would be wrong."""
+    groups = member_groups(records)
+    return [r for r in records if r.perturbation == WORST_CASE and r.members  # hand-made records name none
+            and set(r.members) != {m.id for m in groups.get(group_key(r), [])}]
+
+
+def update_worst_case(store: ResultsStore, records: list[Record]) -> list[Record]:
+    """(Re)build the worst-case records over `records`; returns them (stored ones kept if unchanged)."""
+    groups = member_groups(records)
     stored = {r.id: r for r in store.records()}
     out = []
     for members in groups.values():
