@@ -49,6 +49,9 @@ class BallLyapunov(ODEModel):
     def vector_field(self, z):
         return self.odefunc.field(None, z)
 
+    def initial_state_logits(self, x):  # the last LyapunovModel member (the Lyapunov-aware attack's head)
+        return -self.lyapunov(self.features(x))
+
     def forward(self, x):
         return -self.lyapunov(self.solve(self.features(x)))
 

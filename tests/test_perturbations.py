@@ -219,11 +219,14 @@ def test_dlr_needs_three_classes():
 
 
 # --- transfer ------------------------------------------------------------------------------------
-def test_transfer_needs_a_valid_source(tmp_path):
-    with pytest.raises(UserError, match="source"):
-        create_perturbation("transfer")
+def test_transfer_loads_its_source_lazily_and_needs_a_valid_one(tmp_path):
+    # creating the attack loads nothing (reproduce validates it before the source is trained)
+    attack = create_perturbation("transfer", source=str(tmp_path / "missing.pt"))
+    assert attack.threat == "linf" and attack.needs_source
     with pytest.raises(UserError, match="not found"):
-        create_perturbation("transfer", source=str(tmp_path / "missing.pt"))
+        attack.prepare()
+    with pytest.raises(UserError, match="source"):
+        create_perturbation("transfer").prepare()
 
 
 def test_transfer_replays_source_examples_on_the_target(batch, trained_node, trained_zubov, node_checkpoint):

@@ -28,7 +28,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
               help="Worker processes, each evaluating shard i/N with its share of the threads; the "
                    "records are those of one process.  [default: 1]")
 @click.option("--transfer-from", metavar="PATH",
-              help="Source checkpoint for the transfer attack.")
+              help="Source checkpoint for attacks that replay examples crafted on another model (transfer).")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD

@@ -1,8 +1,7 @@
 """Are a model's Lyapunov functions Lyapunov functions of its flow? Measured, for any state size.
 
-For a model with Lyapunov structure (docs/add_your_model.md: `has_lyapunov = True`,
-`lyapunov(z, cls=None)`, `equilibria`, `vector_field`, `features`, `solve`, `grid`, `using_solver`,
-and `cfg.level`, the c of the PRoAs) this
+For a model with Lyapunov structure (`has_lyapunov = True` and the members of
+`zubov_bench.models.protocols.LyapunovModel`; docs/add_your_model.md) this
 measures what Zubov-Net claims (docs/zubov-net.md §1): every class equilibrium e_k is stable,
 points inside PRoA_k = {V_k < c} flow to e_k, V_k falls along them, and the data end in their
 own PRoA. The numbers are stored beside the evaluation records (`alignment.jsonl` in the results
@@ -19,11 +18,11 @@ import torch
 
 from ..errors import UserError
 from ..io import write_text
+from ..models.protocols import require_lyapunov_model
 from .roa import (assign_to_equilibria, compute_roa, default_extent, default_tol, fixed_step_solver,
                   max_real_eigenvalues)
 
 ALIGNMENT_FILE = "alignment.jsonl"
-REQUIRED = ("lyapunov", "equilibria", "vector_field", "features", "solve", "grid", "using_solver")
 
 
 @dataclass(frozen=True)
@@ -42,16 +41,6 @@ def proa_level(model) -> float:
     """c in PRoA_k = {V_k < c}: the model's `cfg.level`, or 1 for a model that names none (the
     `stable` baseline makes min_k V_k decay everywhere and prescribes no region)."""
     return float(getattr(model.cfg, "level", 1.0))
-
-
-def has_lyapunov_structure(model) -> bool:
-    return bool(getattr(model, "has_lyapunov", False)) and all(hasattr(model, name) for name in REQUIRED)
-
-
-def check_lyapunov_model(model) -> None:
-    missing = [name for name in REQUIRED if not hasattr(model, name)]
-    if missing:
-        raise UserError(f"model has no {', '.join(missing)}: alignment diagnostics need a Lyapunov model")
 
 
 def proa_samples(model, rays_per_class: int, inside: float, generator: torch.Generator):
@@ -99,7 +88,7 @@ def alignment_diagnostics(model, x: torch.Tensor, y: torch.Tensor, cfg: Alignmen
     Settings come from `cfg` (AlignmentConfig's documented defaults) with any field overridden by
     keyword, e.g. `alignment_diagnostics(model, x, y, horizon=20.0, rays_per_class=50)`."""
     cfg = dataclasses.replace(cfg or AlignmentConfig(), **overrides)
-    check_lyapunov_model(model)
+    require_lyapunov_model(model, "alignment diagnostics")
     was_training = model.training
     model.eval()
     try:

@@ -39,7 +39,7 @@ def parse_attacks(values, transfer_from: str | None = None) -> list[AttackReques
     unique: dict[tuple, AttackRequest] = {}
     for req in requests:  # an explicit request wins over the same name from `all`
         unique.setdefault((req.name, repr(sorted(req.params.items()))), req)
-    return _with_transfer_source(list(unique.values()), transfer_from)
+    return _with_source(list(unique.values()), transfer_from)
 
 
 def _parse_params(text: str, whole: str) -> dict:
@@ -63,13 +63,16 @@ def _split_items(text: str) -> list[str]:
     return items
 
 
-def _with_transfer_source(requests: list[AttackRequest], source: str | None) -> list[AttackRequest]:
+def _with_source(requests: list[AttackRequest], source: str | None) -> list[AttackRequest]:
+    """Fill in `source` (--transfer-from) for attacks that replay examples from another checkpoint."""
+    from ..perturbations import PERTURBATIONS
+
     out = []
     for req in requests:
-        if req.name == "transfer" and "source" not in req.params:
+        if PERTURBATIONS.get(req.name).needs_source and "source" not in req.params:
             if source is None:
                 if req.explicit:
-                    raise UserError("the transfer attack needs a source checkpoint: pass --transfer-from PATH")
+                    raise UserError(f"the {req.name} attack needs a source checkpoint: pass --transfer-from PATH")
                 continue  # `all` without a source: nothing to transfer from
             req = AttackRequest(req.name, {**req.params, "source": str(source)}, req.explicit)
         out.append(req)

@@ -1,7 +1,7 @@
 """True regions of attraction on a 2-D grid, and their IoU with the prescribed ones (PRoA).
 
-Works for any model with d = 2 that exposes `lyapunov(z) -> (N, K)`, `equilibria` (K, 2),
-`solve(z0)` and `using_solver(...)` (Zubov-Net, or a hand-built model). Everything is one batch:
+Works for any model with d = 2 that is a `zubov_bench.models.protocols.LyapunovModel` (Zubov-Net,
+stable, or a hand-built model). Everything is one batch:
 the whole grid is integrated at once. This is analysis: reports/roa_plot.py only draws its result,
 and evaluation/alignment.py reuses it for the PRoA-RoA IoU of any 2-D Lyapunov model.
 """
@@ -14,8 +14,7 @@ import torch
 
 from ..errors import UserError
 from ..models.ode import SolverConfig
-
-REQUIRED = ("lyapunov", "equilibria", "solve", "using_solver")
+from ..models.protocols import require_lyapunov_model
 
 
 @dataclass
@@ -53,9 +52,7 @@ class RoAResult:
 
 
 def check_roa_model(model) -> None:
-    missing = [name for name in REQUIRED if not hasattr(model, name)]
-    if missing:
-        raise UserError(f"model has no {', '.join(missing)}: RoA plots need a Lyapunov model")
+    require_lyapunov_model(model, "RoA plots")
     if model.equilibria.shape[-1] != 2:
         raise UserError(f"RoA plots need a 2-D state (d = 2), got d = {model.equilibria.shape[-1]}")
 

@@ -20,9 +20,9 @@ import torch
 from ..checkpoint import read_payload
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
+from ..models.protocols import is_lyapunov_model
 from ..records import Record
-from .alignment import (AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment,
-                        has_lyapunov_structure, store_alignment)
+from .alignment import AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment, store_alignment
 from .batch import input_gradient_norms, run_batch
 from .context import CheckpointContext, load_context, resolve_views
 from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
@@ -90,7 +90,7 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
             ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
             resolve_views(ctx, views)
             ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
-            if shard is None and has_lyapunov_structure(ctx.model):
+            if shard is None and is_lyapunov_model(ctx.model):
                 record_alignment(ctx, seed, store, force, log)
     by_id = {r.id: r for r in store.all_records()}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
@@ -179,6 +179,7 @@ def _validate_checkpoint(path: str, requests: list[AttackRequest], eps, transfer
                             f"but {path} on {spec.name}")
     for req in requests:
         perturbation = _create(req)
+        perturbation.prepare()
         for severity in _severities(perturbation, req, eps, spec):
             if not 0 < severity <= perturbation.max_severity:
                 raise UserError(f"{req.name}: severity {severity:g} is outside (0, {perturbation.max_severity:g}]")
@@ -210,27 +211,20 @@ def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -
             jobs += [Job(perturbation, float(severity), view, ctx.n) for view in views]
     if any(job.perturbation.threat != "noise" for job in jobs):
         jobs += _large_eps_jobs(ctx)
-    return sorted(jobs, key=_cost_rank)  # cheap records first: early results, early sanity
-
-
-def _cost_rank(job: Job) -> int:
-    p = job.perturbation
-    if p.kind == "noise":
-        return 0
-    if not p.iterative:
-        return 1
-    return {"white-box": 2, "transfer": 3, "adaptive": 4, "black-box": 5}.get(p.kind, 6) + \
-        (2 if p.name == "autoattack" else 0)
+    # cheap records first: early results, early sanity (a stable sort keeps the request order)
+    return sorted(jobs, key=lambda job: job.perturbation.cost_rank())
 
 
 def _large_eps_jobs(ctx: CheckpointContext) -> list[Job]:
-    """Sanity check 1: PGD at ε = 1.0 L∞ must reach about 0, through every gradient view."""
-    from ..perturbations import PERTURBATIONS, create_perturbation
+    """Sanity check 1: PGD (the attack whose class declares `large_eps_check`) at ε = 1.0 L∞ must
+    reach about 0, through every gradient view."""
+    from ..perturbations import PERTURBATIONS
 
-    if "pgd" not in PERTURBATIONS:
+    probe = next((cls for _, cls in PERTURBATIONS.items() if cls.large_eps_check), None)
+    if probe is None:
         return []
-    pgd = create_perturbation("pgd", norm="linf")
-    return [Job(pgd, SANITY_EPS, view, min(ctx.n, SANITY_SAMPLES), sanity=True) for view in ctx.grad_solvers]
+    attack = probe.large_eps_probe()
+    return [Job(attack, SANITY_EPS, view, min(ctx.n, SANITY_SAMPLES), sanity=True) for view in ctx.grad_solvers]
 
 
 def job_record(ctx: CheckpointContext, job: Job, seed: int, shard) -> Record:

@@ -38,6 +38,9 @@ class AutoAttackParams:
 class AutoAttack(Attack):
     description = ("AutoAttack (pyautoattack 0.2.0, original code): version standard|plus|rand|custom, "
                    "norm linf|l2")
+    display_name = "AutoAttack"
+    ensemble = True  # standard holds Square: not a pure gradient attack for sanity check 3
+    relative_cost = 4  # several attacks in one: after the single white-box attacks
     Params = AutoAttackParams
 
     def validate(self):

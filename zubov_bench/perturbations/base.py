@@ -14,6 +14,8 @@ from .params import build_params, params_to_dict
 
 THREATS = ("noise", "linf", "l2")
 KINDS = ("noise", "white-box", "black-box", "transfer", "adaptive")
+# Scheduling rank of an iterative attack of each kind when its class sets no `relative_cost`
+KIND_COST = {"white-box": 2, "transfer": 3, "adaptive": 4, "black-box": 5}
 
 
 @dataclass
@@ -26,17 +28,53 @@ class Perturbation:
 
     Subclasses set the class attributes and implement `perturb`; `__call__` validates the
     severity and handles empty batches. `model` maps [0, 1] inputs to logits, in eval mode.
+
+    The class attributes below are the perturbation's traits: the evaluation plan, the sanity
+    checks, the tables and `reproduce` read them and never test a perturbation's name, so a new
+    perturbation is one file (docs/add_an_attack.md).
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @register_perturbation
     description: ClassVar[str] = ""
     threat: str = "noise"  # class default; attacks with a norm parameter set it per instance
-    kind: ClassVar[str] = "noise"
-    gradient_based: ClassVar[bool] = False
-    iterative: ClassVar[bool] = False
+    kind: ClassVar[str] = "noise"  # one of KINDS
+    gradient_based: ClassVar[bool] = False  # differentiates the evaluated model (one run per gradient view)
+    iterative: ClassVar[bool] = False  # False: a single-step attack (sanity check 2 compares against it)
     Params: ClassVar[type] = NoParams
     noise_grid: ClassVar[tuple[float, ...]] = ()  # default severities of a noise
     max_severity: ClassVar[float] = math.inf
+    display_name: ClassVar[str] = ""  # table and figure label; "" shows the registry name
+    severity_symbol: ClassVar[str] = ""  # a noise's severity parameter in labels, e.g. "σ"
+    # Runs several attacks inside (AutoAttack holds Square): not a pure gradient attack for
+    # sanity check 3 (white-box at least as strong as black-box)
+    ensemble: ClassVar[bool] = False
+    # Replays examples crafted on another checkpoint: `Params` has a `source` field (a checkpoint
+    # path), which `eval --transfer-from` and reproduce's `eval.transfer_source` fill in. `all`
+    # without a source leaves such an attack out; it is never run against its own source.
+    needs_source: ClassVar[bool] = False
+    # Sanity check 1 runs this perturbation (`large_eps_probe()`) at L∞ ε = 1.0, where it must
+    # leave about 0 robust; one registered attack (PGD) declares it
+    large_eps_check: ClassVar[bool] = False
+    relative_cost: ClassVar[int | None] = None  # scheduling rank, cheapest first; None: from kind
+    needs_images: ClassVar[bool] = False  # True: skipped on vector datasets such as toy2d
+
+    @classmethod
+    def cost_rank(cls) -> int:
+        """Evaluation runs cheap records first (early results, early sanity checks)."""
+        if cls.relative_cost is not None:
+            return cls.relative_cost
+        if cls.kind == "noise":
+            return 0
+        return KIND_COST.get(cls.kind, 6) if cls.iterative else 1
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.display_name or cls.name
+
+    @classmethod
+    def large_eps_probe(cls) -> "Perturbation":
+        """The instance sanity check 1 runs (classes with `large_eps_check`)."""
+        return cls(norm="linf")
 
     def __init__(self, **params):
         self.params = build_params(self.Params, params, self.name)
@@ -47,6 +85,10 @@ class Perturbation:
 
     def validate(self) -> None:
         """Check parameter values; raise UserError. Override where ranges matter."""
+
+    def prepare(self) -> None:
+        """Load what the perturbation needs besides its parameters (a source checkpoint), so that
+        bad input fails before any record is computed. Creating an instance loads nothing."""
 
     def settings(self) -> dict:
         return params_to_dict(self.params)
@@ -59,6 +101,10 @@ class Perturbation:
         return self.noise_grid
 
     def applies_to(self, model: nn.Module) -> bool:
+        """Whether to run on this model; `eval` skips the others (with a note when named)."""
+        if self.needs_images:
+            spec = find_attribute(model, "spec")
+            return spec is None or spec.is_image
         return True
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, severity: float,
@@ -86,7 +132,7 @@ class Attack(Perturbation):
     kind: ClassVar[str] = "white-box"
     gradient_based: ClassVar[bool] = True
     iterative: ClassVar[bool] = True
-    threat: str = "linf"
+    threat: str = "linf"  # attacks with a `norm` parameter take their threat from it
 
     def perturb(self, model, x, y, severity, generator, index):
         x_adv = x.clone()

@@ -9,6 +9,7 @@ from .registry import register_perturbation
 @register_perturbation("fgsm")
 class FGSM(Attack):
     description = "FGSM, one L∞ signed-gradient step of size eps (torchattacks), for comparison only"
+    display_name = "FGSM"
     iterative = False
 
     def attack(self, model, x, y, eps, generator):

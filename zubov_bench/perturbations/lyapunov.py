@@ -44,6 +44,7 @@ class InitialStateHead(nn.Module):
 class LyapunovAttack(Attack):
     description = ("adaptive attack on the initial-state PRoA: APGD-CE and APGD-DLR on -V(z0)/tau, "
                    "success judged on the real model")
+    display_name = "Lyapunov-aware"
     kind = "adaptive"
     gradient_based = False  # the surrogate never calls the solver: one run is enough
     Params = LyapunovParams
@@ -56,14 +57,15 @@ class LyapunovAttack(Attack):
         require(p.restarts >= 1, f"lyapunov: restarts must be >= 1, got {p.restarts}")
 
     def applies_to(self, model):
-        return bool(find_attribute(model, "has_lyapunov")) and \
-            find_attribute(model, "initial_state_logits") is not None
+        """Models that declare Lyapunov structure (models.protocols.LyapunovModel; registration
+        guarantees its members, so no such model is skipped)."""
+        return bool(find_attribute(model, "has_lyapunov"))
 
     def attack(self, model, x, y, eps, generator):
         head = find_attribute(model, "initial_state_logits")
         if not self.applies_to(model) or head is None:
             raise UserError("lyapunov applies only to models with Lyapunov structure "
-                            "(has_lyapunov and initial_state_logits), e.g. zubov")
+                            "(has_lyapunov = True and the LyapunovModel members), e.g. zubov")
         surrogate = InitialStateHead(model, head)
         x_adv = x.clone()
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)

@@ -37,6 +37,8 @@ def validate_pgd(p: PGDParams, owner: str) -> None:
 class PGD(Attack):
     description = ("PGD, L∞ or L2 (norm=), CE or DLR loss, 40 steps of 2.5·eps/steps, "
                    "random start, restarts")
+    display_name = "PGD"
+    large_eps_check = True  # the strongest plain white-box attack: sanity check 1 runs it
     Params = PGDParams
 
     def validate(self):
@@ -49,6 +51,7 @@ class PGD(Attack):
 @register_perturbation("pgd-l2")
 class PGDL2(PGD):
     description = "PGD with norm=l2 by default (so that --attack all covers both norms)"
+    large_eps_check = False  # PGD itself runs the check
 
     def __init__(self, **params):
         super().__init__(**{"norm": "l2", **params})

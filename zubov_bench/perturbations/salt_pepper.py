@@ -10,6 +10,8 @@ from .registry import register_perturbation
 @register_perturbation("salt-pepper")
 class SaltPepper(Noise):
     description = "salt-and-pepper: a fraction p of pixels set to 0 or 1 (half each); severity p"
+    display_name = "Salt & pepper"
+    severity_symbol = "p"
     noise_grid = (0.05, 0.1, 0.2)
     max_severity = 1.0
 

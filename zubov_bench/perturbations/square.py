@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .autoattack import LIBRARY_NORM
-from .base import Attack, find_attribute, require_images, seeded_rng
+from .base import Attack, require_images, seeded_rng
 from .params import require
 from .registry import register_perturbation
 
@@ -26,7 +26,9 @@ class SquareParams:
 class Square(Attack):
     description = ("Square Attack (pyautoattack, original code), score-based black-box control, "
                    "1,000 queries by default; images only")
+    display_name = "Square"
     kind = "black-box"
+    needs_images = True
     gradient_based = False
     Params = SquareParams
 
@@ -35,10 +37,6 @@ class Square(Attack):
         require(p.n_queries >= 1, f"square: n_queries must be >= 1, got {p.n_queries}")
         require(p.restarts >= 1, f"square: restarts must be >= 1, got {p.restarts}")
         require(0 < p.p_init <= 1, f"square: p_init must be in (0, 1], got {p.p_init}")
-
-    def applies_to(self, model):
-        spec = find_attribute(model, "spec")
-        return spec is None or spec.is_image
 
     def attack(self, model, x, y, eps, generator):
         from pyautoattack.square import SquareAttack

@@ -18,17 +18,27 @@ class TransferParams(PGDParams):
 @register_perturbation("transfer")
 class Transfer(Attack):
     description = "PGD crafted on a source checkpoint (source=PATH) and replayed on the target"
+    display_name = "Transfer"
     kind = "transfer"
     gradient_based = False  # the gradients come from the source model only
+    needs_source = True
     Params = TransferParams
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.source_model, meta = self._load_source(self.params.source)
-        self.source_sha256 = meta["sha256"]
+        self._source = None  # (model, metadata), loaded on first use: creating the attack loads nothing
 
     def validate(self):
         validate_pgd(self.params, self.name)
+
+    def source(self):
+        """The source model and its checkpoint metadata."""
+        if self._source is None:
+            self._source = self._load_source(self.params.source)
+        return self._source
+
+    def prepare(self):
+        self.source()
 
     @staticmethod
     def _load_source(path):
@@ -40,10 +50,10 @@ class Transfer(Attack):
         return load_checkpoint(path)
 
     def settings(self):
-        return {**super().settings(), "source_sha256": self.source_sha256}
+        return {**super().settings(), "source_sha256": self.source()[1]["sha256"]}
 
     def attack(self, model, x, y, eps, generator):
-        source = self.source_model.to(x.device)
+        source = self.source()[0].to(x.device)
         if tuple(source.spec.input_shape) != tuple(x.shape[1:]):
             raise UserError(f"transfer source {self.params.source} takes inputs of shape "
                             f"{tuple(source.spec.input_shape)}, the target gets {tuple(x.shape[1:])}")

@@ -1,25 +1,40 @@
-"""Human-readable names for perturbations, threats and severities (plain Unicode text)."""
+"""Human-readable names for perturbations, threats and severities (plain Unicode text).
+
+A perturbation's name and severity symbol are traits of its class (`display_name`,
+`severity_symbol`); a record of a perturbation that is no longer registered shows its registry name.
+"""
 from __future__ import annotations
 
-NAMES = {
-    "fgsm": "FGSM", "pgd": "PGD", "autoattack": "AutoAttack", "square": "Square",
-    "transfer": "Transfer", "lyapunov": "Lyapunov-aware",
-    "pgd-l2": "PGD", "worst-case": "Worst case", "gaussian": "Gaussian", "uniform": "Uniform",
-    "salt-pepper": "Salt & pepper",
-}
+WORST_CASE_NAME = "Worst case"  # the per-example union record, not a registered perturbation
 THREATS = {"linf": "L∞", "l2": "L₂"}
-NOISE_PARAMETER = {"gaussian": "σ", "uniform": "a", "salt-pepper": "p"}
+
+
+def _registered(name: str):
+    from ..perturbations import PERTURBATIONS
+
+    return PERTURBATIONS.get(name) if name in PERTURBATIONS else None
 
 
 def perturbation_name(name: str) -> str:
-    return NAMES.get(name, name)
+    from ..evaluation.worst_case import WORST_CASE
+
+    if name == WORST_CASE:
+        return WORST_CASE_NAME
+    cls = _registered(name)
+    return cls.label() if cls is not None else name
+
+
+def severity_symbol(name: str) -> str:
+    """A noise's severity parameter, e.g. 'σ' for gaussian; '' if it declares none."""
+    cls = _registered(name)
+    return cls.severity_symbol if cls is not None else ""
 
 
 def perturbation_label(name: str, threat: str) -> str:
     """Group header, e.g. 'PGD L∞ (ε)' or 'Gaussian (σ)'."""
     if threat in THREATS:
         return f"{perturbation_name(name)} {THREATS[threat]} (ε)"
-    symbol = NOISE_PARAMETER.get(name)
+    symbol = severity_symbol(name)
     return f"{perturbation_name(name)} ({symbol})" if symbol else perturbation_name(name)
 
 

@@ -15,7 +15,7 @@ from ..io import atomic_path
 from ..records import Record
 from .aggregate import CLEAN, WORST_CASE, Cell, column_order, filter_records, ordered, summarize
 from .certified import certified_title, is_certified
-from .labels import NOISE_PARAMETER, THREATS, series_label, severity_label
+from .labels import THREATS, series_label, severity_label, severity_symbol
 
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -93,7 +93,7 @@ def _plot_series(ax, cells: dict, method: str, keys: list[tuple], style: dict, w
 def _parameter_name(pert: str, threat: str) -> str:
     if threat in THREATS:
         return f"ε ({THREATS[threat]})"
-    return NOISE_PARAMETER.get(pert, "severity")
+    return severity_symbol(pert) or "severity"
 
 
 def robust_values(cells: dict, method: str, threat: str, eps: float) -> tuple[dict, bool]:

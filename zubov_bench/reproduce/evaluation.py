@@ -14,37 +14,52 @@ from typing import Callable
 from ..errors import UserError
 from ..evaluation import evaluate
 from ..evaluation.plan import parse_attacks
-from ..perturbations import create_perturbation
+from ..perturbations import PERTURBATIONS, create_perturbation
 from .preset import AttackGroup, EvalPlan
 from .state import RunState
 from .training import RunPlan
 
-TRANSFER = "transfer"
+ALL = "all"
 
 
 def attack_name(spec: str) -> str:
     return spec.strip().partition(":")[0]
 
 
+def needs_source(spec: str) -> bool:
+    """Whether the spec's attack replays examples from a source checkpoint (its class's trait);
+    `all` does when any registered perturbation does."""
+    name = attack_name(spec)
+    if name == ALL:
+        return any(cls.needs_source for _, cls in PERTURBATIONS.items())
+    return name in PERTURBATIONS and PERTURBATIONS.get(name).needs_source
+
+
 def group_attacks(group: AttackGroup, is_source: bool) -> list[str]:
     """The group's attack specs for one checkpoint: nothing transfers onto its own source."""
-    return [s for s in group.attacks if not (is_source and attack_name(s) == TRANSFER)]
+    return [s for s in group.attacks if not (is_source and attack_name(s) != ALL and needs_source(s))]
 
 
 def transfer_source(plan: EvalPlan) -> str | None:
-    """The model whose checkpoints the transfer attack replays, if any attack group needs one."""
-    wanted = any(attack_name(s) in (TRANSFER, "all") for g in plan.groups for s in g.attacks)
+    """The model whose checkpoints the source-replaying attacks use, if any attack group needs one."""
+    wanted = any(needs_source(s) for g in plan.groups for s in g.attacks)
     return plan.transfer_source if wanted else None
 
 
 def validate_groups(plan: EvalPlan) -> None:
-    """Fail on a bad attack spec before any training starts (transfer needs its source first)."""
+    """Fail on a bad attack spec before any training starts. An attack that needs a source is
+    checked without it (the source is trained by the preset; creating the attack loads nothing)."""
     for group in plan.groups:
-        specs = [s for s in group.attacks if attack_name(s) != TRANSFER]
+        specs = [s for s in group.attacks if attack_name(s) == ALL or not needs_source(s)]
         for request in parse_attacks(specs) if specs else []:
             create_perturbation(request.name, **request.params)
-        if any(attack_name(s) == TRANSFER for s in group.attacks) and not plan.transfer_source:
-            raise UserError("the preset names the transfer attack but no eval.transfer_source model")
+        for spec in group.attacks:
+            if attack_name(spec) != ALL and needs_source(spec):
+                request, = parse_attacks([spec], transfer_from="")
+                create_perturbation(request.name, **{**request.params, "source": None})
+                if not plan.transfer_source:
+                    raise UserError(f"the preset names the {request.name} attack, which needs a source "
+                                    "model, but no eval.transfer_source model")
 
 
 def _group_key(run: RunPlan, sha: str, attacks: list[str], group: AttackGroup, plan: EvalPlan,

@@ -73,11 +73,9 @@ def _attack_reductions(spec: str, eps, dataset_grid: dict) -> list[str]:
 
 
 def threat_of(name: str, params: dict) -> str:
-    """The threat of an attack spec; transfer is not instantiated (it would load its source)."""
+    """The threat of an attack spec (creating a perturbation loads nothing, not even a source)."""
     from ..perturbations import create_perturbation
 
-    if name == "transfer":
-        return str(params.get("norm", "linf"))
     return create_perturbation(name, **params).threat
 
 
