@@ -1,2 +1,3 @@
-"""Baseline models; importing this package registers them (see docs/add_your_model.md)."""
-from . import fxts, lyanet, node_conv, sodef, stable, tisode  # noqa: F401  (registration side effects)
+"""Baseline models. Each module registers one model when imported; zubov-bench imports it through
+its entry point in pyproject.toml (group `zubov_bench.models`), never by this package's name
+(see docs/add_your_model.md)."""

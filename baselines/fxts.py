@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import register_model
-from zubov_bench.presets import register_preset
 
 from .lyanet import LyaNet, LyaNetConfig
 
@@ -35,6 +34,7 @@ class FxTS(LyaNet):
 
     Config = FxTSConfig
     description = "FxTS (reconstructed; Luo et al. arXiv 2411.09118): LyaNet with hinge ReLU(V_dot+a*V^p+b*V^q)"
+    recipes = {"digits": {"train": {"epochs": 30}}}
 
     def __init__(self, spec: DataSpec, cfg: FxTSConfig):
         if not 0 < cfg.fx_p < 1 < cfg.fx_q:
@@ -51,6 +51,3 @@ class FxTS(LyaNet):
         cfg = self.cfg
         v = v.clamp_min(cfg.v_floor)
         return F.relu(v_dot + cfg.fx_alpha * v.pow(cfg.fx_p) + cfg.fx_beta * v.pow(cfg.fx_q))
-
-
-register_preset("fxts", "digits", {"train": {"epochs": 30}})

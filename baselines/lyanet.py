@@ -18,7 +18,6 @@ from torch.func import jvp
 from zubov_bench.data.base import DataSpec
 from zubov_bench.models import ODEConfig, ODEModel, register_model
 from zubov_bench.models.layers import activation, make_stem
-from zubov_bench.presets import register_preset
 
 
 @dataclass
@@ -73,6 +72,7 @@ class LyaNet(ODEModel):
     Config = LyaNetConfig
     loss_terms = ("lyap",)
     description = "LyaNet (Rodriguez et al. 2022): logit-state ODE, V=CE(h,y), hinge on V_dot+kappa*V, no solve in training"
+    recipes = {"digits": {"train": {"epochs": 30}}}
 
     def __init__(self, spec: DataSpec, cfg: LyaNetConfig):
         field = ConditionedField(spec.num_classes, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout)
@@ -112,6 +112,3 @@ class LyaNet(ODEModel):
             hinge = self.decay_violation(h, y, lambda states: self.field(None, states))
         loss = hinge.mean()
         return loss, {"lyap": float(loss.detach()), "violated": float((hinge > 0).float().mean())}
-
-
-register_preset("lyanet", "digits", {"train": {"epochs": 30}})

@@ -15,7 +15,6 @@ from torch import nn
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import ODEConfig, ODEModel, classification_loss, register_model
-from zubov_bench.presets import register_preset
 
 
 @dataclass
@@ -66,6 +65,7 @@ class ConvNeuralODE(ODEModel):
 
     Config = ConvODEConfig
     description = "conv Neural ODE (torchdiffeq MNIST example): 64-channel map, GroupNorm-ReLU-conv(t) x2, CE only"
+    recipes = {"digits": {"train": {"epochs": 6}}}  # ~10 s of CPU per epoch
 
     def __init__(self, spec: DataSpec, cfg: ConvODEConfig):
         super().__init__(spec, cfg, ConvField(cfg.channels))
@@ -79,6 +79,3 @@ class ConvNeuralODE(ODEModel):
     def training_loss(self, x: torch.Tensor, y: torch.Tensor):
         logits = self(self.augment(x))
         return classification_loss(logits, y)
-
-
-register_preset("node-conv", "digits", {"train": {"epochs": 6}})  # ~10 s of CPU per epoch

@@ -19,7 +19,6 @@ from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import ODEConfig, ODEModel, SolverConfig, Stage, classification_loss, register_model
 from zubov_bench.models.layers import make_stem, simplex_vectors
-from zubov_bench.presets import register_preset
 
 
 @dataclass
@@ -59,6 +58,10 @@ class SODEF(ODEModel):
     Config = SODEFConfig
     loss_terms = ("cls", "reg_f", "reg_diag", "reg_offdiag")  # cls: stages 1 and 3; the rest: stage 2
     description = "SODEF (Kang et al. 2021): f=-sin(Wz+b), Jacobian stability regularisers, 3 stages, dopri5 T=5"
+    recipes = {
+        "*": {"model": {"d": 64}},  # the paper's 64-d state on every dataset
+        "digits": {"train": {"epochs": 30}},
+    }
 
     def __init__(self, spec: DataSpec, cfg: SODEFConfig):
         super().__init__(spec, cfg, SineField(cfg.d))
@@ -129,7 +132,3 @@ class SODEF(ODEModel):
     def training_loss(self, x, y):
         """The loss of the stage the model is in (the head stage once the head is trained)."""
         return self.head_loss(x, y) if bool(self.head_trained) else self.feature_loss(x, y)
-
-
-register_preset("sodef", "*", {"model": {"d": 64}})  # the paper's 64-d state on every dataset
-register_preset("sodef", "digits", {"train": {"epochs": 30}})

@@ -24,7 +24,6 @@ from zubov_bench.data.base import DataSpec
 from zubov_bench.models import ODEConfig, ODEModel, classification_loss, register_model
 from zubov_bench.models.layers import MLPField, make_stem, simplex_vectors
 from zubov_bench.models.lyapunov import LyapunovConfig, LyapunovNet
-from zubov_bench.presets import register_preset
 
 
 @dataclass
@@ -75,6 +74,7 @@ class StableNODE(ODEModel):
 
     Config = StableConfig
     description = "stable projected NODE (after Manek & Kolter 2019): V_dot <= -alpha*V by construction, convex V_k, no Zubov loss"
+    recipes = {"*": {"train": {"grad_clip": 1.0}}, "digits": {"train": {"epochs": 8}}}
     has_lyapunov = True
 
     def __init__(self, spec: DataSpec, cfg: StableConfig):
@@ -117,7 +117,3 @@ class StableNODE(ODEModel):
     def training_loss(self, x: torch.Tensor, y: torch.Tensor):
         logits = self(self.augment(x))
         return classification_loss(logits, y)
-
-
-register_preset("stable", "*", {"train": {"grad_clip": 1.0}})
-register_preset("stable", "digits", {"train": {"epochs": 8}})

@@ -17,7 +17,6 @@ from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import ODEConfig, ODEModel, batch_accuracy, register_model
 from zubov_bench.models.layers import MLPField, make_stem
-from zubov_bench.presets import register_preset
 
 
 @dataclass
@@ -46,6 +45,7 @@ class TisODE(ODEModel):
     Config = TisODEConfig
     loss_terms = ("cls", "steady")
     description = "TisODE (Yan et al. 2020): time-invariant f, CE + w*int_{T1}^{T2}|f(z(t))|dt, noise aug"
+    recipes = {"toy2d": {"model": {"noise_aug": 0.0}}}
 
     def __init__(self, spec: DataSpec, cfg: TisODEConfig):
         super().__init__(spec, cfg, MLPField(cfg.d, cfg.field_hidden, cfg.field_act, time_dependent=False))
@@ -92,6 +92,3 @@ class TisODE(ODEModel):
         loss = ce + self.cfg.ss_weight * penalty if on else ce
         return loss, {"cls": float(ce.detach()), "steady": float(penalty.detach()),
                       "acc": batch_accuracy(logits, y)}
-
-
-register_preset("tisode", "toy2d", {"model": {"noise_aug": 0.0}})

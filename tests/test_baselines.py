@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +12,14 @@ import torchdiffeq
 
 from zubov_bench.checkpoint import load_checkpoint, save_checkpoint
 from zubov_bench.errors import UserError
-from zubov_bench.models import create_model, list_models
+from zubov_bench.models import MODELS, create_model, list_models
 from zubov_bench.models.layers import pairwise_cosines
 from zubov_bench.presets import resolve_preset
 
-BASELINES = ["tisode", "sodef", "lyanet", "stable", "fxts", "node-conv"]
+REPO = Path(__file__).resolve().parents[1]
+# Every registered model (built-in, baselines through their entry points, installed plugins):
+# a new baseline is tested here without being named
+REGISTERED = MODELS.names()
 
 
 def _batch(digits, n=32):
@@ -22,15 +27,25 @@ def _batch(digits, n=32):
 
 
 # --- shared interface --------------------------------------------------------------------------
-def test_every_baseline_is_listed_with_a_one_line_description():
+def test_every_baseline_module_registers_through_its_entry_point():
+    """A file in baselines/ is a model only through its line in pyproject.toml; each line names one."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = project["project"]["entry-points"]["zubov_bench.models"]
+    modules = {f"baselines.{p.stem}" for p in (REPO / "baselines").glob("*.py") if p.stem != "__init__"}
+    assert set(declared.values()) == modules
+    for name, module in declared.items():
+        assert name in REGISTERED and MODELS.get(name).__module__ == module
+
+
+def test_every_model_is_listed_with_a_one_line_description():
     described = dict(list_models())
-    for name in BASELINES:
-        assert name in described
+    assert {"node", "zubov", "tisode", "sodef", "lyanet", "stable", "fxts", "node-conv"} <= set(REGISTERED)
+    for name in REGISTERED:
         assert described[name] and "\n" not in described[name]
     assert "reconstructed" in described["fxts"]
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", REGISTERED)
 def test_every_stage_trains_and_the_checkpoint_round_trips(name, digits, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, digits.spec, **resolve_preset(name, "digits")["model"])

@@ -73,21 +73,20 @@ def _merge(dst: dict, src: dict) -> dict:
 
 
 def register_preset(model: str, dataset: str, overrides: dict) -> None:
-    """Baselines call this to ship their own per-dataset recipe."""
+    """A recipe for a model defined elsewhere (a plugin may call this when imported). A model's
+    own recipes belong on its class, as `recipes` beside @register_model (models/base.py)."""
     MODEL_PRESETS[(model, dataset)] = overrides
 
 
-def _import_model_presets() -> None:
-    """Baselines and entry-point plugins call register_preset when imported: import them first."""
-    from .models.registry import MODELS
-
-    MODELS.names()
-
-
 def resolve_preset(model: str, dataset: str) -> dict:
-    _import_model_presets()
+    """TRAIN_DEFAULTS < the dataset preset < the model class's recipes ("*" < dataset) < recipes
+    registered with register_preset ("*" < dataset)."""
+    from .models.registry import model_recipes  # loads every model first (their modules may register_preset)
+
     out = {"train": dict(TRAIN_DEFAULTS), "model": {}}
     _merge(out, copy.deepcopy(DATASET_PRESETS.get(dataset, {})))
+    for recipe in model_recipes(model, dataset):
+        _merge(out, copy.deepcopy(recipe))
     for key in ((model, "*"), (model, dataset)):
         _merge(out, copy.deepcopy(MODEL_PRESETS.get(key, {})))
     return out

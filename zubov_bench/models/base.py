@@ -130,7 +130,12 @@ class BenchModel(nn.Module):
     description: ClassVar[str] = ""
     registry_name: ClassVar[str] = ""
     has_ode: ClassVar[bool] = False
+    # True: the class provides every member of models.protocols.LyapunovModel (checked at registration)
     has_lyapunov: ClassVar[bool] = False
+    # The model's own per-dataset recipes, beside its @register_model (as timm keeps default configs):
+    # {"*" or DATASET: {"train": {...}, "model": {...}}}, over the dataset presets of presets.py.
+    # Not inherited: a subclass registered under another name states its own.
+    recipes: ClassVar[dict[str, dict]] = {}
     # The loss terms (keys of `training_loss`'s dict, `train_<term>` in metrics.csv) that define the
     # method: each must be non-zero in some epoch of every run, or the method did not really train.
     loss_terms: ClassVar[tuple[str, ...]] = ("cls",)
