@@ -30,7 +30,9 @@ class Record:
     wall_time: float = 0.0
     mean_nfe: float = float("nan")
     n_failed: int = 0  # samples whose solve failed (counted as not robust)
-    sanity: dict = field(default_factory=dict)  # check name -> {"ok": bool, "detail": str}
+    # check name -> {"ok": bool, "detail": str}; a name "<perturbation>:<flag>" is a warning the
+    # attack's own library raised while running (is_attack_flag), not one of the suite's checks
+    sanity: dict = field(default_factory=dict)
     members: list = field(default_factory=list)  # worst-case records: ids of the member records
     suite_version: str = ""
     shard: str = ""  # "i/N" for a partial record, "" for a complete one
@@ -74,6 +76,18 @@ class Record:
         if "id" in d and d["id"] != record.id:
             raise ValueError(f"stored id {d['id']!r} does not match the record's content ({record.id})")
         return record
+
+
+ATTACK_FLAG_SEPARATOR = ":"
+
+
+def attack_flag_name(perturbation: str, flag: str) -> str:
+    return f"{perturbation}{ATTACK_FLAG_SEPARATOR}{flag}"
+
+
+def is_attack_flag(check: str) -> bool:
+    """A `sanity` entry an attack library raised (e.g. "autoattack:dynamic"), not a suite check."""
+    return ATTACK_FLAG_SEPARATOR in check
 
 
 def _checked(name: str, value, expected: type):

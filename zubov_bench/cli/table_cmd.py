@@ -7,8 +7,13 @@ import click
 @click.command("table")
 @click.option("--results", "results_dir", default="results/eval", show_default=True,
               type=click.Path(file_okay=False), help="Results folder (holds records.jsonl).")
-@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the table here instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv", "robustbench"]), default="md",
+              show_default=True, help="robustbench: one RobustBench model-info JSON per evaluated checkpoint.")
+@click.option("--out", type=click.Path(), help="Write the table here instead of stdout (a folder for "
+                                               "--format robustbench: DIR/<dataset>/Linf/<model>.json).")
+@click.option("--eps", "rb_eps", type=float, default=None,
+              help="--format robustbench only: the L-inf eps of autoattack_acc (default: the dataset's "
+                   "standard eps, e.g. 0.1 for FashionMNIST).")
 @click.option("--worst-case", is_flag=True,
               help="Per threat and epsilon: the worst-case robust accuracy beside each individual attack.")
 @click.option("--dataset", help="Only this dataset (default: one table per dataset).")
@@ -21,12 +26,30 @@ import click
 @click.option("--alignment", is_flag=True,
               help="The Lyapunov alignment table instead: per checkpoint of a model with Lyapunov "
                    "functions, stable equilibria, PRoA points reaching e_k, data ending in their PRoA.")
-def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alignment):
+def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alignment, rb_eps):
     """Methods as rows; clean accuracy, then every perturbation at every severity."""
+    from pathlib import Path
+
     from ..errors import UserError
     from ..io import write_text
     from ..reports import build_tables, load_records, render
 
+    if rb_eps is not None and fmt != "robustbench":
+        raise UserError("--eps is only used with --format robustbench")
+    if out and fmt != "robustbench" and Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name")
+    if fmt == "robustbench":
+        from ..reports.robustbench import model_infos, render_robustbench, write_robustbench
+
+        infos, missing = model_infos(load_records(results_dir), dataset, rb_eps)
+        for note in missing:
+            click.echo(f"note: not exported: {note}", err=True)
+        if out:
+            written = write_robustbench(infos, out)
+            click.echo(f"wrote {len(written)} model-info file(s) under {out}")
+        else:
+            click.echo(render_robustbench(infos), nl=False)
+        return
     if alignment:
         from ..reports.alignment import load_alignment, render_alignment
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import Record
+from ..records import Record, is_attack_flag
 from .solver_view import MIN_AGREEMENT, UnrollChoice
 from .worst_case import WORST_CASE
 
@@ -83,6 +83,7 @@ def run_checks(records: list[Record], grad_stats: dict[str, GradStats] | None = 
         _solver_gap(report, group, unrolls or {})
         _grad_nonzero(report, group, grad_stats or {})
         _unroll_agreement(report, group, unrolls or {}, solver_text)
+        _keep_attack_flags(report, group)
         _collect_into_worst_case(report, group)
     return report.result
 
@@ -204,6 +205,15 @@ def _unroll_agreement(report, group, unrolls, solver_text):
             ok = choice.agreement >= MIN_AGREEMENT
             report.put(r, "unroll_agreement", ok, f"rk4:{choice.steps} agrees with the deployed "
                        f"{solver_text} on {choice.agreement:.1%} of clean predictions")
+
+
+def _keep_attack_flags(report, group):
+    """Flags an attack's library raised while the record was computed (AutoAttack's own checks) are
+    stored with the record and cannot be recomputed from it: carry them over."""
+    for r in group:
+        for check, value in r.sanity.items() if r.perturbation != WORST_CASE else ():  # rebuilt from members
+            if is_attack_flag(check):
+                report.put(r, check, value.get("ok", False), value.get("detail", ""))
 
 
 def _collect_into_worst_case(report, group):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..records import Record
+from ..records import Record, is_attack_flag
 
 WORST_CASE = "worst-case"
 CLEAN = ("clean", "", 0.0)
@@ -28,6 +28,7 @@ def column_key(record: Record) -> tuple:
 class Cell:
     values: dict = field(default_factory=dict)  # checkpoint sha256 -> value in [0, 1]
     failed: set = field(default_factory=set)  # names of sanity checks that failed
+    flags: set = field(default_factory=set)  # warnings an attack's library raised (AutoAttack's checks)
     n: set = field(default_factory=set)  # evaluated subset sizes
     best: bool = False
 
@@ -89,8 +90,10 @@ def summarize(records: list[Record]) -> dict[tuple, Cell]:
         cell = cells[(method, key)]
         cell.n.update([int(group["n"].max())] if key == CLEAN else group["n"].astype(int).tolist())
         if key != CLEAN:
-            cell.failed.update(name for i in group["record"] for name, v in records[i].sanity.items()
-                               if not v.get("ok", True))
+            raised = [name for i in group["record"] for name, v in records[i].sanity.items()
+                      if not v.get("ok", True)]
+            cell.failed.update(name for name in raised if not is_attack_flag(name))
+            cell.flags.update(name for name in raised if is_attack_flag(name))
     return dict(cells)
 
 

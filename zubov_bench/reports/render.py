@@ -8,7 +8,8 @@ from .aggregate import Cell
 from .tables import Table
 
 FORMATS = ("md", "latex", "csv")
-DAGGER = "†"
+DAGGER = "†"  # a sanity check of the suite failed
+DOUBLE_DAGGER = "‡"  # the attack's own library raised a flag (AutoAttack's checks)
 
 
 def render(tables: list[Table], fmt: str) -> str:
@@ -33,9 +34,13 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _flagged(cell: Cell | None) -> bool:
+    return bool(cell is not None and cell.flags)
+
+
 def _md_cell(cell: Cell | None) -> str:
     text, bold, failed = cell_text(cell)
-    return (f"**{text}**" if bold else text) + (DAGGER if failed else "")
+    return (f"**{text}**" if bold else text) + (DAGGER if failed else "") + (DOUBLE_DAGGER if _flagged(cell) else "")
 
 
 def _md_row(items) -> str:
@@ -63,7 +68,7 @@ def to_markdown(table: Table) -> str:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"L∞": r"L$_\infty$", "L₂": r"L$_2$", "ε": r"$\epsilon$", "σ": r"$\sigma$", "±": r"$\pm$",
-                  DAGGER: r"$^\dagger$", "–": "--"}
+                  DAGGER: r"$^\dagger$", DOUBLE_DAGGER: r"$^\ddagger$", "–": "--"}
 
 
 def latex_text(text: str) -> str:
@@ -76,7 +81,8 @@ def latex_text(text: str) -> str:
 def _latex_cell(cell: Cell | None) -> str:
     text, bold, failed = cell_text(cell, pm=r" $\pm$ ")
     text = text.replace("–", "--")
-    return (rf"\textbf{{{text}}}" if bold else text) + (r"$^\dagger$" if failed else "")
+    return (rf"\textbf{{{text}}}" if bold else text) + (r"$^\dagger$" if failed else "") \
+        + (r"$^\ddagger$" if _flagged(cell) else "")
 
 
 def _latex_header(table: Table) -> list[str]:
@@ -110,7 +116,7 @@ def to_latex(table: Table) -> str:
 
 # --- CSV ------------------------------------------------------------------------------------
 CSV_FIELDS = ("dataset", "method", "group", "column", "perturbation", "threat", "severity",
-              "mean", "std", "n_seeds", "best", "sanity_failed")
+              "mean", "std", "n_seeds", "best", "sanity_failed", "attack_flags")
 
 
 def to_csv(tables: list[Table]) -> str:
@@ -130,5 +136,6 @@ def to_csv(tables: list[Table]) -> str:
                     "perturbation": pert, "threat": threat, "severity": "" if pert == "clean" else sev,
                     "mean": f"{cell.mean:.6g}", "std": "" if cell.std is None else f"{cell.std:.6g}",
                     "n_seeds": len(cell.values), "best": int(cell.best),
-                    "sanity_failed": ";".join(sorted(cell.failed))})
+                    "sanity_failed": ";".join(sorted(cell.failed)),
+                    "attack_flags": ";".join(sorted(cell.flags))})
     return buf.getvalue()

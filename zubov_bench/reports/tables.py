@@ -45,6 +45,10 @@ class Table:
         return sorted({name for m in self.methods for c in self.columns
                        for name in (self.cell(m, c).failed if self.cell(m, c) else ())})
 
+    def attack_flags(self) -> list[str]:
+        return sorted({name for m in self.methods for c in self.columns
+                       for name in (self.cell(m, c).flags if self.cell(m, c) else ())})
+
 
 def build_tables(records: list[Record], dataset: str | None = None, grad_solvers: tuple[str, ...] = (),
                  worst_case: bool = False, only: tuple[str, ...] = ()) -> list[Table]:
@@ -122,4 +126,8 @@ def _notes(table: Table, grad_solvers) -> list[str]:
     failed = table.failed_checks()
     if failed:
         notes.append(f"† a sanity check failed for this cell ({', '.join(failed)}); see records.jsonl.")
+    flags = table.attack_flags()
+    if flags:
+        notes.append(f"‡ the attack's own library flagged this cell ({', '.join(flags)}): "
+                     "the evaluation may be unreliable; the messages are in records.jsonl.")
     return notes
