@@ -11,7 +11,8 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
 @click.option("--checkpoint", "-c", "checkpoints", multiple=True, metavar="PATH",
               help="Checkpoint to evaluate (repeatable; a quoted glob works too).")
 @click.option("--attack", "-a", "attacks", multiple=True, metavar="NAME[:k=v,...]",
-              help="Perturbation (repeatable) or `all` (default); parameters as pgd:steps=100,loss=dlr.")
+              help="Perturbation (repeatable), a group (`corruptions`: the 15 MNIST-C corruptions) or `all` "
+                   "(default: every perturbation outside a group); parameters as pgd:steps=100,loss=dlr.")
 @click.option("--eps", help="Severities for the chosen attacks, e.g. 0.1,0.2,0.3 (default: the dataset grid; "
                             "noises keep their own grid unless named explicitly).")
 @click.option("--n-samples", metavar="N", help="Test samples: the first N of a fixed permutation.  [default: 500]")

@@ -26,7 +26,10 @@ import click
 @click.option("--alignment", is_flag=True,
               help="The Lyapunov alignment table instead: per checkpoint of a model with Lyapunov "
                    "functions, stable equilibria, PRoA points reaching e_k, data ending in their PRoA.")
-def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alignment, rb_eps):
+@click.option("--group", "group", metavar="NAME",
+              help="One column per member of a perturbation group (mean over its severities), e.g. "
+                   "--group corruptions; the main table shows only the group's mean.")
+def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alignment, rb_eps, group):
     """Methods as rows; clean accuracy, then every perturbation at every severity."""
     from pathlib import Path
 
@@ -57,6 +60,12 @@ def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alig
         if not text:
             raise UserError(f"no alignment diagnostics in {results_dir} (`eval` stores them for models "
                             "with Lyapunov functions)")
+    elif group:
+        from ..reports.groups import build_group_tables
+
+        if worst_case or only:
+            raise UserError("--group shows one group's table; leave out --worst-case and --only")
+        text = render(build_group_tables(load_records(results_dir), group, dataset, tuple(grad_solvers)), fmt)
     else:
         names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
         tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names)

@@ -22,8 +22,10 @@ class AttackRequest:
 
 
 def parse_attacks(values, transfer_from: str | None = None) -> list[AttackRequest]:
-    """'all', 'pgd', 'pgd:steps=20,loss=dlr' (repeatable) -> requests, validated against the registry."""
+    """'all', a group ('corruptions'), 'pgd', 'pgd:steps=20,loss=dlr' (repeatable) -> requests,
+    validated against the registry. `all` is every perturbation outside a group."""
     from ..perturbations import PERTURBATIONS
+    from ..perturbations.registry import group_members
 
     values = [v for v in ([values] if isinstance(values, str) else list(values or ["all"])) if v.strip()]
     requests: list[AttackRequest] = []
@@ -32,7 +34,13 @@ def parse_attacks(values, transfer_from: str | None = None) -> list[AttackReques
         if name == "all":
             if arg:
                 raise UserError("`all` takes no parameters; name the attack to set them")
-            requests += [AttackRequest(n, {}, explicit=False) for n in PERTURBATIONS.names()]
+            requests += [AttackRequest(n, {}, explicit=False) for n, cls in PERTURBATIONS.items() if not cls.group]
+            continue
+        members = group_members(name)
+        if members and name not in PERTURBATIONS:  # a group: every member at its own grid, like `all`
+            if arg:
+                raise UserError(f"`{name}` (a group) takes no parameters; name a member to set them")
+            requests += [AttackRequest(n, {}, explicit=False) for n in members]
             continue
         PERTURBATIONS.get(name)  # UserError for unknown names, with a suggestion
         requests.append(AttackRequest(name, _parse_params(arg, value)))

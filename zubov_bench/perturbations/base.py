@@ -57,6 +57,9 @@ class Perturbation:
     large_eps_check: ClassVar[bool] = False
     relative_cost: ClassVar[int | None] = None  # scheduling rank, cheapest first; None: from kind
     needs_images: ClassVar[bool] = False  # True: skipped on vector datasets such as toy2d
+    # A name under which `eval --attack NAME` runs every member at its own grid, e.g. the
+    # "corruptions" of MNIST-C; members stay out of `all`, so `all` keeps its meaning and cost
+    group: ClassVar[str] = ""
 
     @classmethod
     def cost_rank(cls) -> int:

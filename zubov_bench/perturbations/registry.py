@@ -43,3 +43,9 @@ def create_perturbation(name: str, **params):
 
 def list_perturbations() -> list[tuple[str, str]]:
     return [(name, cls.description) for name, cls in PERTURBATIONS.items()]
+
+
+def group_members(name: str) -> list[str]:
+    """The registered perturbations whose class declares `group == name` (e.g. "corruptions",
+    which `eval --attack` accepts like a name); [] when no class does."""
+    return [n for n, cls in PERTURBATIONS.items() if cls.group and cls.group == name]

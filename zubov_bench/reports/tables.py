@@ -9,6 +9,7 @@ from ..records import Record
 from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, column_order, filter_records,
                         mark_best, ordered, summarize)
 from .certified import CERTIFIED_NOTE, certified_column, certified_group, flag_certified_cells, is_certified
+from .groups import add_group_means, group_title, groups_present, is_group_member
 from .labels import perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
@@ -58,7 +59,7 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
     if not records:
         raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
                         + (f" and grad solver(s) {', '.join(grad_solvers)}" if grad_solvers else ""))
-    present = {r.perturbation for r in records}
+    present = {r.perturbation for r in records} | set(groups_present(records))
     unknown = sorted(set(only) - present)
     if unknown:
         raise UserError(f"no records of {', '.join(unknown)}; these results have: "
@@ -76,11 +77,17 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
                                               if not only or c.key[0] in only]
     if worst_case and len(columns) == 1:
         raise UserError(f"no L-inf or L2 attack records for {dataset}")
+    group_notes = []
+    if not worst_case:  # a group (the corruptions) shows as one mean column, right after Clean
+        means = [m for m in add_group_means(records, cells, methods) if not only or m[0] in only]
+        columns = columns[:1] + [Column("", group_title(g), key) for g, key, _ in means] \
+            + [c for c in columns[1:] if not is_group_member(c.key) or c.key[0] in only]
+        group_notes = [note for _, _, note in means]
     mark_best(cells, methods, [c.key for c in columns])
     title = (f"Worst-case and per-attack robust accuracy (%) on {dataset}" if worst_case
              else f"Clean and robust accuracy (%) on {dataset}")
     table = Table(title, dataset, methods, columns, cells, [])
-    table.notes = _notes(table, grad_solvers)
+    table.notes = _notes(table, grad_solvers) + group_notes
     return table
 
 

@@ -12,6 +12,7 @@ import torch
 from .. import __version__
 from ..io import write_text
 from ..perturbations import PERTURBATIONS
+from ..perturbations.registry import group_members
 from ..presets import resolve_preset
 from .evaluation import transfer_source
 from .preset import Preset
@@ -57,7 +58,7 @@ def _attack_reductions(spec: str, eps, dataset_grid: dict) -> list[str]:
     from ..perturbations.params import build_params, params_to_dict
 
     name, _, arg = spec.partition(":")
-    if name == "all":
+    if name == "all" or (name not in PERTURBATIONS and group_members(name)):
         return []
     cls = PERTURBATIONS.get(name)
     given = {k: v for k, v in _parse_params(arg, spec).items() if k not in IGNORED_PARAMS}
@@ -85,7 +86,9 @@ def severities(spec: str, eps, grids: dict[str, dict]) -> str:
 
     name, _, arg = spec.partition(":")
     if name == "all":
-        return "every registered perturbation at its own grid"
+        return "every registered perturbation outside a group at its own grid"
+    if name not in PERTURBATIONS and group_members(name):
+        return f"the {name} group ({len(group_members(name))} perturbations), each at its own grid"
     cls = PERTURBATIONS.get(name)
     threat = threat_of(name, _parse_params(arg, spec))
     if eps or threat == "noise":
@@ -107,10 +110,11 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     if plan.n_samples < FULL_N_SAMPLES:
         lines.append(f"{plan.n_samples} test samples per record (full protocol: >= {FULL_N_SAMPLES})")
     named = {spec.partition(":")[0] for g in plan.groups for spec in g.attacks}
-    if "all" not in named:
-        missing = sorted(set(PERTURBATIONS.names()) - named)
-        if missing:
-            lines.append(f"not run: {', '.join(missing)}")
+    # a group's members are named by their group; `all` runs everything outside a group
+    missing = sorted({cls.group or n for n, cls in PERTURBATIONS.items()
+                      if n not in named and cls.group not in named and ("all" not in named or cls.group)})
+    if missing:
+        lines.append(f"not run: {', '.join(missing)}")
     grid = next(iter(dataset_grids.values()), {})
     for group in plan.groups:
         for spec in group.attacks:
