@@ -29,12 +29,15 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
 @click.option("--adv-steps", type=int, metavar="N", help="PGD steps per batch for --adv-eps (default 7).")
 @click.option("--compile/--no-compile", "compile_field", default=None,
               help="torch.compile the model's vector field (default: off).")
+@click.option("--log", "log", type=click.Choice(["csv", "tensorboard"]), default=None,
+              help="csv (default): metrics.csv; tensorboard: also TensorBoard event files in RUN/tensorboard "
+                   "(needs pip install 'zubov-bench[tensorboard]').")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
-            save_every_steps, adv_eps, adv_steps, compile_field, device, data_root, download, progress):
+            save_every_steps, adv_eps, adv_steps, compile_field, log, device, data_root, download, progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
     Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
@@ -45,7 +48,7 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
 
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,
-                 "adv_steps": adv_steps}
+                 "adv_steps": adv_steps, "log": log}
     if resume_dir:
         run_options = {"--config": config_file, "--set": sets, "--label": label, "--out": out, "--force": force}
         given = [name for name, value in run_options.items() if value]

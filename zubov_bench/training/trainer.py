@@ -1,7 +1,6 @@
 """The training loop shared by every model: staged recipes, atomic checkpoints, exact resume."""
 from __future__ import annotations
 
-import csv
 import io as _io
 import json
 import math
@@ -18,10 +17,11 @@ from ..checkpoint import safe_torch_load, save_checkpoint
 from ..data import DatasetBundle
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
-from ..io import write_bytes, write_json, write_text
+from ..io import write_bytes, write_json
 from ..models.ode import SolverError, compile_field
 from . import distributed
 from .adversarial import adversarial_batch
+from .loggers import make_sinks
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -48,6 +48,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's vector field
     adv_eps: float = 0.0  # > 0: PGD adversarial training at this L∞ radius (training/adversarial.py)
     adv_steps: int = 7  # PGD steps per batch when adv_eps > 0
+    log: str = "csv"  # csv: metrics.csv; tensorboard: event files beside it too (training/loggers.py)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -126,6 +127,7 @@ class Trainer:
         self.order_gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch_gen_state = self.order_gen.get_state()
         self.optimizer = self.scheduler = self.loss_fn = None
+        self.sinks = make_sinks(self.run_dir, cfg.log)
         distributed.seed_rank(cfg.seed)
         if cfg.compile:
             compile_field(model)
@@ -283,13 +285,8 @@ class Trainer:
     def write_metrics(self) -> None:
         if not distributed.is_main():
             return
-        history = self.progress.history
-        keys = list(dict.fromkeys(k for row in history for k in row))
-        buf = _io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-        write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        for sink in self.sinks:
+            sink.write(self.progress.history)
 
     def fit(self) -> dict:
         from tqdm import tqdm
@@ -307,6 +304,8 @@ class Trainer:
                     self._run_epoch(bar)
         finally:
             bar.close()
+            for sink in self.sinks:
+                sink.close()
         return self.finish()
 
     def finish(self) -> dict:
