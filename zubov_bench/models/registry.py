@@ -9,6 +9,7 @@ never imports the `baselines` package. A model class carries its own per-dataset
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import warnings
 from importlib.metadata import entry_points
@@ -49,6 +50,11 @@ def check_recipes(cls) -> None:
         if not isinstance(dataset, str) or not isinstance(recipe, dict) or \
                 not set(recipe) <= RECIPE_SECTIONS or not all(isinstance(v, dict) for v in recipe.values()):
             raise TypeError(f"{cls.__name__}.recipes[{dataset!r}] must be {{'train': {{...}}, 'model': {{...}}}}")
+        config_keys = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(recipe.get("model", {})) - config_keys)
+        if unknown:  # a typo would otherwise surface only when someone trains on that dataset
+            raise TypeError(f"{cls.__name__}.recipes[{dataset!r}]: {', '.join(unknown)} not in "
+                            f"{cls.Config.__name__}")
 
 
 def register_model(name: str):
