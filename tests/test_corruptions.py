@@ -160,3 +160,11 @@ def test_eval_corruptions_then_table_mean_column(untrained_ckpt, tmp_path):
 
     unknown = CliRunner().invoke(main, ["table", "--results", str(out), "--group", "nosuch"])
     assert unknown.exit_code != 0 and "nosuch" in unknown.output and "Traceback" not in unknown.output
+
+
+def test_plot_group_writes_the_example_figure(tmp_path):
+    result = CliRunner().invoke(main, ["plot", "--group", GROUP, "--dataset", "digits", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"{GROUP}-digits.png").stat().st_size > 10_000
+    missing = CliRunner().invoke(main, ["plot", "--group", GROUP, "--out", str(tmp_path)])
+    assert missing.exit_code != 0 and "--dataset" in missing.output

@@ -24,15 +24,29 @@ from .options import DATA_ROOT, DOWNLOAD
               help="With --roa: integration time T.")
 @click.option("--steps", type=click.IntRange(1), default=400, show_default=True,
               help="With --roa: RK4 steps on [0, T].")
+@click.option("--group", metavar="NAME",
+              help="Example figure of a perturbation group instead, e.g. --group corruptions --dataset "
+                   "fashion-mnist: one test image under every member and severity (OUT/NAME-DATASET.png).")
+@click.option("--example", type=click.IntRange(0), default=0, show_default=True,
+              help="With --group: the test image's dataset index.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With --group: the evaluation seed (the images are those `eval --seed` scores).")
 @DATA_ROOT
 @DOWNLOAD
 def command(results_dir, out_dir, eps, threat, dataset, roa, checkpoints, resolution, horizon, steps,
-            data_root, download):
+            group, example, seed, data_root, download):
     """Accuracy against severity and the clean/robust trade-off (PNG and PDF); or, with --roa, the
     learned vector field, PRoA level sets and true regions of attraction with their IoU."""
     from ..io import ensure_writable_dir
 
     ensure_writable_dir(out_dir)
+    if group:
+        from ..reports.corruption_grid import write_group_examples
+
+        if not dataset or roa or checkpoints:
+            raise UserError("--group needs --dataset (and no --roa or --checkpoint)")
+        click.echo(f"wrote {write_group_examples(group, dataset, out_dir, example, seed, data_root, download)}")
+        return
     if roa:
         _plot_roa(checkpoints, out_dir, resolution, horizon, steps, data_root, download)
         return
