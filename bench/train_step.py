@@ -20,7 +20,11 @@ TARGET = 1.5
 # step, width 128); "lean" is the fashion-mnist preset: 8 rays per class per step, the consistency
 # loss on z0 and z(T) only, half the Lyapunov width, and no separation loss (its term is still
 # computed for the log, without a graph; the boundary samples still feed the consistency loss).
-RECIPES = {"spec": {}, "lean": resolve_preset("zubov", "fashion-mnist")["model"]}
+# "aligned" is the digits preset's model config (presets.ZUBOV_ALIGNED, docs/zubov-net.md §3): the
+# hinge residual, interior PRoA points and their flow, the anchored field and its Jacobian hinge
+# (the preset's PGD adversarial training is a training-loop setting, not part of this step).
+RECIPES = {"spec": {}, "lean": resolve_preset("zubov", "fashion-mnist")["model"],
+           "aligned": resolve_preset("zubov", "digits")["model"]}
 
 
 def batch_of(dataset: str, size: int, device) -> tuple[DataSpec, torch.Tensor, torch.Tensor, str]:
