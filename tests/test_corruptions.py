@@ -139,6 +139,7 @@ def test_eval_corruptions_then_table_mean_column(untrained_ckpt, tmp_path):
                                        "--batch-size", "12", "--out", str(out)])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    # the group's records only: the ones of fgsm (below, for reproduce's worst-case table) come later
     assert {(r["perturbation"], r["severity"]) for r in records} == {(n, float(s)) for n in NAMES for s in SEVERITIES}
 
     table = CliRunner().invoke(main, ["table", "--results", str(out), "--format", "csv"])
@@ -157,6 +158,15 @@ def test_eval_corruptions_then_table_mean_column(untrained_ckpt, tmp_path):
     shot = next(r for r in member_rows if r["perturbation"] == "shot-noise")
     shot_records = [r["robust_acc"] for r in records if r["perturbation"] == "shot-noise"]
     assert float(shot["mean"]) == pytest.approx(sum(shot_records) / len(shot_records), abs=1e-5)
+
+    from zubov_bench.reproduce.outputs import write_tables  # reproduce's report phase writes the group table
+
+    attack = CliRunner().invoke(main, ["eval", "-c", untrained_ckpt, "-a", "fgsm", "--eps", "0.1", "--n-samples",
+                                       "12", "--grad-solver", "deployed", "--out", str(out)])
+    assert attack.exit_code == 0, attack.output
+    write_tables(out)
+    assert "| Shot noise |" in (out / "tables" / "corruptions.md").read_text()
+    assert "Corruptions (mean)" in (out / "tables" / "results.md").read_text()
 
     unknown = CliRunner().invoke(main, ["table", "--results", str(out), "--group", "nosuch"])
     assert unknown.exit_code != 0 and "nosuch" in unknown.output and "Traceback" not in unknown.output

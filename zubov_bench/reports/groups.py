@@ -75,7 +75,7 @@ def add_group_means(records: list[Record], cells: dict[tuple, Cell], methods: li
         note = (f"{group_title(group)}: mean accuracy over {len(keys)} columns, {len(members)} {group} at "
                 f"their severities (per member: zubov-bench table --group {group})")
         if incomplete:
-            note += (f"; no mean for checkpoints of {', '.join(incomplete)} that lack one of these columns")
+            note += f"; no mean for {', '.join(incomplete)}: checkpoints without all of these columns"
         out.append((group, mean_key, note + "."))
     return out
 
@@ -104,7 +104,7 @@ def build_group_tables(records: list[Record], group: str, dataset: str | None = 
         if not any(group_of(r.perturbation) == group for r in rows):
             continue
         cells = summarize(rows)
-        methods = ordered(r.method for r in rows)
+        methods = ordered(r.method for r in rows if group_of(r.perturbation) == group)  # evaluated on it
         members = _member_keys(rows, group)
         columns = [Column("", "Clean", CLEAN)]
         for name, keys in members.items():

@@ -7,6 +7,7 @@ from ..errors import UserError
 from ..io import write_text
 from ..reports import build_tables, load_records, plot_results, render, write_roa_figure
 from ..reports.alignment import load_alignment, render_alignment
+from ..reports.groups import build_group_tables, groups_present
 from ..reports.plots import attack_severities
 
 TABLES = "tables"
@@ -16,14 +17,21 @@ TABLE_STEMS = {False: "results", True: "worst-case"}
 
 
 def write_tables(out: Path) -> list[Path]:
-    """results.{md,tex,csv} (every perturbation), worst-case.{md,tex,csv} (per threat and ε) and, for
-    models with Lyapunov functions, alignment.{md,tex,csv}."""
+    """results.{md,tex,csv} (every perturbation), worst-case.{md,tex,csv} (per threat and ε), per
+    perturbation group GROUP.{md,tex,csv} (corruptions.md: each corruption) and, for models with
+    Lyapunov functions, alignment.{md,tex,csv}."""
     records = load_records(out)
     written = []
     for worst_case, stem in TABLE_STEMS.items():
         tables = build_tables(records, None, (), worst_case)
         for fmt, ext in TABLE_FORMATS:
             path = out / TABLES / f"{stem}.{ext}"
+            write_text(path, render(tables, fmt))
+            written.append(path)
+    for group in groups_present(records):  # e.g. tables/corruptions.md: one column per corruption
+        tables = build_group_tables(records, group)
+        for fmt, ext in TABLE_FORMATS:
+            path = out / TABLES / f"{group}.{ext}"
             write_text(path, render(tables, fmt))
             written.append(path)
     entries = load_alignment(out)

@@ -171,6 +171,12 @@ def _what_ran_section(preset: Preset, manifest: list[dict], grids: dict) -> list
                      for e in manifest])]
 
 
+def _group_tables(out: Path) -> list[str]:
+    """The perturbation groups (class trait `group`) whose table the report phase wrote."""
+    groups = sorted({cls.group for _, cls in PERTURBATIONS.items() if cls.group})
+    return [g for g in groups if (out / "tables" / f"{g}.md").is_file()]
+
+
 def _outputs_section(out: Path, figures: list[Path], roa_lines: list[str]) -> list[str]:
     plots = [p for p in figures if p.suffix == ".png" and not p.name.startswith("roa-")]
     return ["## Outputs", "",
@@ -179,7 +185,9 @@ def _outputs_section(out: Path, figures: list[Path], roa_lines: list[str]) -> li
             "* `tables/results.{md,tex,csv}`: every perturbation at every severity; "
             "`tables/worst-case.{md,tex,csv}`: the worst case beside each attack"
             + ("; `tables/alignment.{md,tex,csv}`: whether the Lyapunov functions are Lyapunov functions "
-               "of the flow (`zubov-bench table --alignment`)" if (out / "tables" / "alignment.md").is_file() else ""),
+               "of the flow (`zubov-bench table --alignment`)" if (out / "tables" / "alignment.md").is_file() else "")
+            + "".join(f"; `tables/{g}.{{md,tex,csv}}`: each of the {g}, mean over its severities "
+                      f"(`zubov-bench table --group {g}`)" for g in _group_tables(out)),
             "* `checkpoints/manifest.json`: name, model, dataset, config, sha256 and test accuracy per checkpoint",
             *[f"* `{p.relative_to(out)}` (+ .pdf)" for p in plots], *roa_lines]
 
@@ -198,6 +206,8 @@ def render_readme(*, preset: Preset, out: Path, command: str, device: torch.devi
     table = out / "tables" / "results.md"
     if table.is_file():
         lines += ["", "## Results", "", table.read_text().rstrip()]
+    for group in _group_tables(out):
+        lines += ["", f"## {group.capitalize()}", "", (out / "tables" / f"{group}.md").read_text().rstrip()]
     alignment = out / "tables" / "alignment.md"
     if alignment.is_file():
         lines += ["", "## Lyapunov alignment", "", alignment.read_text().rstrip()]
