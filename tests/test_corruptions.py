@@ -115,6 +115,18 @@ def test_all_leaves_the_group_out_and_the_group_name_runs_it():
         parse_attacks([f"{GROUP}:steps=2"])
 
 
+def test_a_reproduce_preset_may_name_the_group():
+    from zubov_bench.reproduce.evaluation import validate_groups
+    from zubov_bench.reproduce.preset import parse_preset
+    from zubov_bench.reproduce.readme import reductions, severities
+
+    preset = parse_preset("mine", {"datasets": ["digits"], "models": ["node"], "eval": {"attacks": ["fgsm", GROUP]}})
+    validate_groups(preset.eval)
+    assert f"{len(NAMES)} perturbations" in severities(GROUP, None, {})
+    not_run = next(line for line in reductions(preset, [], {}) if line.startswith("not run:"))
+    assert "pgd" in not_run and GROUP not in not_run and not any(n in not_run.split(", ") for n in NAMES)
+
+
 def test_list_shows_the_corruptions():
     result = CliRunner().invoke(main, ["list", "perturbations"])
     assert result.exit_code == 0
