@@ -1,8 +1,12 @@
 """Randomized smoothing: the certificate's arithmetic, seeding, the store and CLI, and its soundness
-against a strong L2 attack on the smoothed classifier (which catches a certificate 2x too large)."""
+against a strong L2 attack on the smoothed classifier (which catches a certificate 2x too large).
+The Lyapunov certificate: no certified example fooled by L2 PGD (one that ignores the stem's
+Lipschitz constant is), each sound part checked on its own, the CLI and its refusals."""
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +15,15 @@ from click.testing import CliRunner
 from scipy.stats import binom, norm
 
 from conftest import quick_train
-from zubov_bench.checkpoint import save_checkpoint
+from zubov_bench.checkpoint import load_checkpoint, save_checkpoint
 from zubov_bench.cli import main
 from zubov_bench.evaluation import ResultsStore
 from zubov_bench.evaluation.certify import (ABSTAIN, CERTIFIED_THREAT, SmoothingSettings, allowed_failures,
                                             certify, example_noise, fooled_certificates, lower_confidence_bound)
+from zubov_bench.evaluation.lyapunov_certificate import fooled_lyapunov_certificates, lyapunov_certify
 from zubov_bench.evaluation.plan import eval_subset
 from zubov_bench.models import create_model, list_models
+from zubov_bench.models.lipschitz import LipschitzBound
 
 SIGMA = 0.25
 
@@ -115,7 +121,8 @@ def test_certify_cli_writes_records_beside_eval(noisy_ckpt, digits, tmp_path):
     (["--n", "0"], "--n must be an integer >= 1"),
     (["--alpha", "1.5"], "--alpha must be in (0, 1)"),
     (["--radii", "a,b"], "--radii must be comma-separated numbers"),
-    (["--method", "lyapunov"], "needs a model with a Lyapunov function"),
+    (["--method", "lyapunov"], "--method lyapunov cannot certify"),
+    (["--method", "lyapunov", "--flow-steps", "x"], "--flow-steps must be an integer"),
     (["--method", "ibp"], "unknown --method"),
 ])
 def test_certify_bad_input_is_one_line(noisy_ckpt, tmp_path, extra, message):
@@ -126,11 +133,128 @@ def test_certify_bad_input_is_one_line(noisy_ckpt, tmp_path, extra, message):
     assert not (tmp_path / "o").exists()
 
 
-def test_lyapunov_method_says_it_is_not_implemented(digits, tmp_path):
-    path = tmp_path / "zubov.pt"
-    save_checkpoint(path, create_model("zubov", digits.spec).eval(), extra={})
-    result = CliRunner().invoke(main, ["certify", "-c", str(path), "--method", "lyapunov"])
-    assert result.exit_code == 2 and "not implemented yet" in result.output
+# --- the deterministic Lyapunov certificate (evaluation/lyapunov_certificate.py) ----------------------
+QUICK_ZUBOV = Path(__file__).resolve().parents[1] / "results/quick/checkpoints/zubov-digits-s0/model.pt"
+
+
+@pytest.fixture(scope="module")
+def quick_zubov():
+    """The committed quick-preset Zubov-Net on digits (training one here takes minutes on 2 cores)."""
+    model, meta = load_checkpoint(QUICK_ZUBOV)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def zubov_examples(quick_zubov, digits):
+    index = eval_subset(len(digits.x_test), 16)
+    x, y = digits.x_test[index], digits.y_test[index]
+    return x, y, lyapunov_certify(quick_zubov, x, y, flow_samples=4, flow_steps=3)
+
+
+def test_lyapunov_certificates_survive_pgd_and_a_broken_one_does_not(quick_zubov, zubov_examples, monkeypatch):
+    """Soundness: L2 PGD with restarts at each certified radius fools none (deterministic: none at all);
+    the same certificate with the stem's Lipschitz constant replaced by 0.01 is caught."""
+    from zubov_bench.evaluation import lyapunov_certificate as lc
+
+    x, y, cert = zubov_examples
+    assert cert["correct"].sum() >= 4
+    assert np.all(cert["radius"][cert["prediction"] < 0] == 0)
+    fooled = fooled_lyapunov_certificates(quick_zubov, x, y, cert, steps=20, restarts=3)
+    assert fooled.sum() == 0
+    monkeypatch.setattr(lc, "stem_lipschitz", lambda model: LipschitzBound(0.01))
+    broken = lc.lyapunov_certify(quick_zubov, x, y, flow_samples=4, flow_steps=3)
+    assert broken["correct"].sum() >= 4
+    assert fooled_lyapunov_certificates(quick_zubov, x, y, broken, steps=10, restarts=1).sum() >= 1
+
+
+def test_the_feature_ball_lies_inside_the_proa(quick_zubov, zubov_examples):
+    """Part (b), which is sound: V_p < c on B(z0, r); ignoring the network part of grad V leaves the PRoA."""
+    from zubov_bench.evaluation import lyapunov_certificate as lc
+
+    x, y, cert = zubov_examples
+    rows = np.flatnonzero(cert["feature_radius_sound"] > 0)
+    pred = torch.from_numpy(cert["prediction"][rows])
+    z0 = quick_zubov.features(x[rows]).double()
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.randn(64, *z0.shape, generator=g, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=2, keepdim=True)
+    lyap = copy.deepcopy(quick_zubov.lyap).double()
+
+    def largest_v(radius):
+        """max of V_p on the sphere of `radius` around z0: best of random points and projected ascent."""
+        r = torch.from_numpy(radius)[:, None]
+        points = (z0[None] + r[None] * dirs).reshape(-1, z0.shape[1])
+        best = lyap(points, pred.repeat(64)).reshape(64, -1).max(0).values.detach()
+        u = dirs[0].clone()
+        for _ in range(30):
+            u.requires_grad_(True)
+            v = lyap(z0 + r * u / u.norm(dim=1, keepdim=True), pred)
+            grad, = torch.autograd.grad(v.sum(), u)
+            best = torch.maximum(best, v.detach())
+            u = (u.detach() / u.detach().norm(dim=1, keepdim=True) + 0.3 * grad / grad.norm(dim=1, keepdim=True))
+        return best
+
+    level = quick_zubov.cfg.level
+    assert torch.all(largest_v(cert["feature_radius_sound"][rows]) < level)
+    with torch.no_grad():
+        v0 = lyap(z0, pred).numpy()
+        dist0 = (z0 - lyap.equilibria[pred]).norm(dim=1).numpy()
+        lip = lc.core_lipschitz(lyap).numpy()[pred.numpy()]
+    too_large = lc.feature_radius(v0, dist0, 0 * lip, level, lyap.cfg.quad)
+    assert torch.any(largest_v(too_large) >= level)
+
+
+def test_core_lipschitz_bounds_the_gradient_of_v(quick_zubov, digits):
+    from zubov_bench.evaluation.lyapunov_certificate import core_lipschitz
+
+    lyap = copy.deepcopy(quick_zubov.lyap).double()
+    bound = core_lipschitz(lyap)
+    k, d = lyap.equilibria.shape
+    z0 = quick_zubov.features(digits.x_test[:50]).double()
+    points = torch.cat([z0, z0 + torch.randn_like(z0), lyap.equilibria + torch.randn(k, d, dtype=torch.float64)])
+    for cls in range(k):
+        z = points.clone().requires_grad_(True)
+        c = torch.full((len(z),), cls)
+        core = lyap(z, c) - lyap.cfg.quad * (z - lyap.equilibria[cls]).pow(2).sum(1)
+        grad, = torch.autograd.grad(core.sum(), z)
+        assert float(grad.norm(dim=1).max()) <= float(bound[cls])
+
+
+def test_proas_are_proven_disjoint_only_when_their_balls_are(quick_zubov):
+    from zubov_bench.evaluation.lyapunov_certificate import disjoint_classes, model_facts
+
+    eq = quick_zubov.equilibria.detach().double()
+    assert model_facts(quick_zubov)["disjointness"] == "proven"
+    assert disjoint_classes(eq, 1.0, quick_zubov.lyap.cfg.quad).all()
+    assert not disjoint_classes(eq, 1.0, 0.001).any()  # balls of radius sqrt(1000) overlap
+    # inside a PRoA every other V_j is >= c (sampled check of what the balls prove)
+    lyap = copy.deepcopy(quick_zubov.lyap).double()
+    points = eq.repeat_interleave(200, 0) + 0.2 * torch.randn(2000, eq.shape[1], dtype=torch.float64)
+    v = lyap(points)
+    inside = v < 1.0
+    assert inside.any() and torch.all(inside.sum(1) <= 1)
+
+
+def test_lyapunov_certify_cli_refuses_other_models_and_writes_records(noisy_ckpt, tmp_path):
+    from zubov_bench.evaluation.lyapunov_certificate import FLOW_NUMERIC, LYAPUNOV_LABEL
+
+    refused = CliRunner().invoke(main, ["certify", "-c", noisy_ckpt, "--method", "lyapunov"])
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+    assert "has no Lyapunov function" in refused.output
+    out = tmp_path / "results"
+    args = ["certify", "-c", str(QUICK_ZUBOV), "--method", "lyapunov", "--n-samples", "10", "--flow-samples", "2",
+            "--flow-steps", "1", "--radii", "0,0.005,0.5", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "median certified radius" in result.output
+    records = sorted((r for r in ResultsStore(out).records() if r.threat == CERTIFIED_THREAT), key=lambda r: r.severity)
+    assert [r.severity for r in records] == [0.0, 0.005, 0.5]
+    assert {r.perturbation for r in records} == {LYAPUNOV_LABEL}
+    assert records[0].params["method"] == "lyapunov" and records[0].params["flow_invariance"] == FLOW_NUMERIC
+    assert records[0].robust_acc >= records[1].robust_acc >= records[2].robust_acc
+    outcome = ResultsStore(out).outcomes(records[0].id)
+    assert {"radius", "feature_radius", "feature_radius_sound", "flow_ok", "disjoint"} <= set(outcome)
 
 
 def test_a_deterministic_certificate_above_the_empirical_worst_case_is_flagged():

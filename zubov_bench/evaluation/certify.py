@@ -1,4 +1,9 @@
-"""Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019): a certified L2 radius per example.
+"""`zubov-bench certify`: randomized smoothing for any model, and the store records of both methods.
+
+The deterministic Lyapunov certificate for Zubov-Net is in evaluation/lyapunov_certificate.py;
+`certify_checkpoints` runs either and writes one record per radius (threat l2-certified).
+
+Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019): a certified L2 radius per example.
 
 The smoothed classifier is g(x) = argmax_c P(f(clip(x + sigma * eps)) = c), eps ~ N(0, I), where f is
 the deployed model. `certify` follows CERTIFY of the paper: n0 noisy draws select the top class c_A,
@@ -253,6 +258,33 @@ DEFAULT_N_SAMPLES = 500
 DEFAULT_BATCH_SIZE = 1000
 
 
+def is_certified(threat: str) -> bool:
+    return threat == CERTIFIED_THREAT
+
+
+def certifies_deployed_model(record) -> bool:
+    """Whether the certificate is about the deployed model (smoothing's is about the smoothed one)."""
+    return is_certified(record.threat) and record.params.get("method") not in ("smoothing",)
+
+
+def certified_above_empirical(records: list) -> list[tuple]:
+    """(certificate, worst-case record) pairs where a certificate of the deployed model claims more
+    than the empirical worst case at the same L2 epsilon on the same examples: an unsound certificate
+    (or an attack evaluated on other examples). Smoothing certificates are exempt: they bound the
+    smoothed classifier, whose robust accuracy may exceed the deployed model's."""
+    from .worst_case import WORST_CASE
+
+    def subset(r) -> tuple:
+        return (r.checkpoint_sha256, r.dataset, r.params.get("n_samples", r.n), round(r.severity, 8))
+
+    worst = {}
+    for r in records:
+        if r.perturbation == WORST_CASE and r.threat == "l2":
+            worst.setdefault(subset(r), []).append(r)
+    return [(c, w) for c in records if certifies_deployed_model(c) and c.severity > 0
+            for w in worst.get(subset(c), []) if c.robust_acc > w.robust_acc]
+
+
 def default_radii(spec) -> tuple[float, ...]:
     """Certified radii in raw pixel units (0: the smoothed classifier's accuracy, abstentions wrong)."""
     if spec.is_image and spec.channels == 1:
@@ -278,16 +310,24 @@ def parse_radii(text) -> tuple[float, ...] | None:
     return tuple(sorted(set(values)))
 
 
+def median_certified_radius(outcome: dict[str, np.ndarray]) -> float:
+    """Median over all examples of the certified radius of a correct prediction (0: wrong or abstained)."""
+    return float(np.median(np.where(outcome["correct"], outcome["radius"], 0.0))) if len(outcome["radius"]) else 0.0
+
+
 def certify_checkpoints(checkpoints, method: str = "smoothing", sigma: float = 0.25, n0: int = 100,
                         n: int = 1000, alpha: float = 0.001, n_samples: int = DEFAULT_N_SAMPLES,
                         batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, radii=None, device: str = "auto",
                         out="results/eval", force: bool = False, data_root=None, download: bool = False,
-                        progress: bool = True, log=print) -> list:
-    """Certify checkpoints and store one record per (checkpoint, radius); returns those records."""
-    from ..checkpoint import read_payload
+                        progress: bool = True, log=print, flow_samples: int = 8, flow_steps: int = 10) -> list:
+    """Certify checkpoints and store one record per (checkpoint, radius); returns those records.
+
+    method smoothing: randomized smoothing of any model; lyapunov: the deterministic certificate of
+    evaluation/lyapunov_certificate.py for models that classify by convex Lyapunov functions."""
+    from ..checkpoint import load_checkpoint
     from ..device import deterministic_algorithms, resolve_device
-    from ..models import MODELS
     from .context import load_context
+    from .lyapunov_certificate import require_certifiable
     from .runner import _validate_sizes, resolve_checkpoints
     from .store import ResultsStore, check_writable_target
 
@@ -295,16 +335,16 @@ def certify_checkpoints(checkpoints, method: str = "smoothing", sigma: float = 0
     _validate_sizes(n_samples, batch_size, seed)
     radii = parse_radii(radii)
     if method == "lyapunov":
-        for path in paths:
-            model_name = read_payload(path)["model"]
-            if not MODELS.get(model_name).has_lyapunov:
-                raise UserError(f"--method lyapunov needs a model with a Lyapunov function; "
-                                f"{path} is a {model_name!r} model (use --method smoothing)")
-        raise UserError("--method lyapunov is not implemented yet (no sound certificate is computed); "
-                        "use --method smoothing")
-    if method != "smoothing":
+        for path in paths:  # refuse before any work: the model's traits decide, not its name
+            require_certifiable(load_checkpoint(path)[0], path)
+        for name, value in (("--flow-samples", flow_samples), ("--flow-steps", flow_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UserError(f"{name} must be an integer >= 0, got {value!r}")
+        certifier = LyapunovCertifier(flow_samples, flow_steps, seed)
+    elif method == "smoothing":
+        certifier = SmoothingCertifier(SmoothingSettings(sigma, n0, n, alpha).validate(), seed, batch_size)
+    else:
         raise UserError(f"unknown --method {method!r}; use smoothing or lyapunov")
-    settings = SmoothingSettings(sigma, n0, n, alpha).validate()
     dev = resolve_device(device)
     check_writable_target(out)
     store = ResultsStore(out)
@@ -313,19 +353,68 @@ def certify_checkpoints(checkpoints, method: str = "smoothing", sigma: float = 0
     with deterministic_algorithms(True, dev):
         for path in paths:
             ctx = load_context(path, n_samples, min(batch_size, 250), dev, data_root, download)
-            ids += _certify_context(ctx, settings, seed, radii or default_radii(ctx.model.spec), store, force,
-                                    batch_size, progress, log)
+            ids += _certify_context(ctx, certifier, seed, radii or default_radii(ctx.model.spec), store, force,
+                                    progress, log)
     by_id = {r.id: r for r in store.all_records()}
     return [by_id[i] for i in ids if i in by_id]
 
 
-def _records_for(ctx, settings: SmoothingSettings, seed: int, radii) -> list:
-    params = {**settings.params(), "n_samples": ctx.n, "method": "smoothing"}
-    return [ctx.record(perturbation=smoothing_label(settings.sigma), threat=CERTIFIED_THREAT, severity=float(r),
+class SmoothingCertifier:
+    """Randomized smoothing as a certify method: its record label and parameters, and one part's work."""
+
+    def __init__(self, settings: SmoothingSettings, seed: int, batch_size: int):
+        self.settings, self.seed, self.batch_size = settings, seed, batch_size
+
+    def label(self, ctx) -> str:
+        return smoothing_label(self.settings.sigma)
+
+    def params(self, ctx) -> dict:
+        return {**self.settings.params(), "method": "smoothing"}
+
+    def __call__(self, ctx, rows) -> dict[str, np.ndarray]:
+        dev_rows = torch.from_numpy(rows).to(ctx.device)
+        return certify(ctx.model, ctx.x[dev_rows], ctx.y[dev_rows], ctx.index[rows], self.settings, self.seed,
+                       self.batch_size)
+
+
+class LyapunovCertifier:
+    """The deterministic Lyapunov certificate as a certify method (evaluation/lyapunov_certificate.py)."""
+
+    def __init__(self, flow_samples: int, flow_steps: int, seed: int):
+        self.flow_samples, self.flow_steps, self.seed = flow_samples, flow_steps, seed
+        self._facts = {}
+
+    def facts(self, ctx) -> dict:
+        from .lyapunov_certificate import model_facts
+
+        if ctx.path not in self._facts:
+            self._facts[ctx.path] = model_facts(ctx.model)
+        return self._facts[ctx.path]
+
+    def label(self, ctx) -> str:
+        from .lyapunov_certificate import LYAPUNOV_LABEL
+
+        return LYAPUNOV_LABEL
+
+    def params(self, ctx) -> dict:
+        return {"method": "lyapunov", "flow_samples": self.flow_samples, "flow_steps": self.flow_steps,
+                **self.facts(ctx)}
+
+    def __call__(self, ctx, rows) -> dict[str, np.ndarray]:
+        from .lyapunov_certificate import lyapunov_certify
+
+        dev_rows = torch.from_numpy(rows).to(ctx.device)
+        return lyapunov_certify(ctx.model, ctx.x[dev_rows], ctx.y[dev_rows], self.flow_samples, self.flow_steps,
+                                self.seed)
+
+
+def _records_for(ctx, certifier, seed: int, radii) -> list:
+    params = {**certifier.params(ctx), "n_samples": ctx.n}
+    return [ctx.record(perturbation=certifier.label(ctx), threat=CERTIFIED_THREAT, severity=float(r),
                        seed=seed, grad_solver="none", params=params) for r in radii]
 
 
-def _certify_context(ctx, settings, seed, radii, store, force, batch_size, progress, log) -> list[str]:
+def _certify_context(ctx, certifier, seed, radii, store, force, progress, log) -> list[str]:
     import sys
     import time
 
@@ -333,9 +422,9 @@ def _certify_context(ctx, settings, seed, radii, store, force, batch_size, progr
 
     from .store import concat_outcomes, record_from_outcomes
 
-    records = _records_for(ctx, settings, seed, radii)
+    records = _records_for(ctx, certifier, seed, radii)
     if not force and all(r.id in store.ids() for r in records):
-        log(f"{ctx.path}: smoothing σ={settings.sigma:g} already certified in {store.root}; skipped "
+        log(f"{ctx.path}: {records[0].perturbation} already certified in {store.root}; skipped "
             "(--force recomputes it)")
         return [r.id for r in records]
     partial_key = f"certify-{records[0].id}"  # every radius shares the per-example certificates
@@ -343,13 +432,11 @@ def _certify_context(ctx, settings, seed, radii, store, force, batch_size, progr
         store.clear_batches(partial_key)
     done = store.load_batches(partial_key)
     parts = [np.arange(s, min(s + EXAMPLES_PER_PART, ctx.n)) for s in range(0, ctx.n, EXAMPLES_PER_PART)]
-    model = ctx.model
     for b, rows in enumerate(tqdm(parts, disable=not progress, desc="certify", leave=False, file=sys.stderr)):
         if b in done:
             continue
         start = time.perf_counter()
-        dev_rows = torch.from_numpy(rows).to(ctx.device)
-        arrays = certify(model, ctx.x[dev_rows], ctx.y[dev_rows], ctx.index[rows], settings, seed, batch_size)
+        arrays = certifier(ctx, rows)
         arrays.update(index=ctx.index[rows].numpy(), clean=ctx.clean[rows].numpy(),
                       failed=ctx.clean_failed[rows].numpy(), wall=np.array(time.perf_counter() - start))
         store.save_batch(partial_key, b, arrays)
@@ -361,3 +448,4 @@ def _certify_context(ctx, settings, seed, radii, store, force, batch_size, progr
         store.put(record_from_outcomes(record, arrays, wall), arrays, replace=True)
     store.clear_batches(partial_key)
     return [r.id for r in records]
+

@@ -7,7 +7,9 @@ it concerns; the worst-case record of an ε collects every check of its members.
    reaches about 0.
 2. iterative_vs_single: iterative attacks do at least as well as single-step ones.
 3. whitebox_vs_blackbox: white-box gradient attacks do at least as well as Square and transfer.
-4. robust_le_clean: robust accuracy is at most clean accuracy.
+4. robust_le_clean: robust accuracy is at most clean accuracy (not for smoothing certificates, which
+   are about the smoothed classifier); certified_le_empirical: a deterministic certificate at radius
+   rho claims no more than the empirical L2 worst case at eps = rho on the same examples.
 5. grad_nonzero: the input gradient at clean points is non-zero for nearly all samples.
 6. solver_gap: the deployed-solver and the RK4-unroll numbers differ by less than 2 points
    (plus unroll_agreement: the unroll agrees with the deployed model on >= 99% of clean points).
@@ -76,6 +78,7 @@ def run_checks(records: list[Record], grad_stats: dict[str, GradStats] | None = 
         by_subset.setdefault(r.params.get("n_samples", r.n), []).append(r)
     for group in by_subset.values():
         _robust_le_clean(report, group)
+        _certified_le_empirical(report, group)
         _eps_monotone(report, group)
         _large_eps(report, group)
         _iterative_vs_single(report, group)
@@ -93,9 +96,27 @@ def _attacks(group):
 
 
 def _robust_le_clean(report, group):
+    from .certify import certifies_deployed_model, is_certified
+
     for r in group:
+        if is_certified(r.threat) and not certifies_deployed_model(r):
+            continue  # smoothing certifies the smoothed classifier, which may beat the model's clean accuracy
         ok = not (r.robust_acc > r.clean_acc)
         report.put(r, "robust_le_clean", ok, f"{label(r)}: robust {r.robust_acc:.1%} vs clean {r.clean_acc:.1%}")
+
+
+def _certified_le_empirical(report, group):
+    """A deterministic certificate of the model at radius rho may not claim more than the empirical
+    worst case at L2 eps = rho on the same examples (checked on the certificate's record)."""
+    from .certify import certified_above_empirical, certifies_deployed_model
+
+    above = {c.id: w for c, w in certified_above_empirical(group)}
+    for r in group:
+        if certifies_deployed_model(r) and r.severity > 0:
+            worst = above.get(r.id)
+            detail = (f"{label(r)}: certified {r.robust_acc:.1%}" + (f" > empirical worst case {worst.robust_acc:.1%}"
+                                                                     if worst else " <= every empirical worst case"))
+            report.put(r, "certified_le_empirical", worst is None, detail)
 
 
 def _series_key(r: Record) -> tuple:

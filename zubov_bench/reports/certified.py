@@ -9,18 +9,17 @@ accuracy at the same epsilon (a noise-trained model typically has that). The com
 """
 from __future__ import annotations
 
-from ..evaluation.certify import CERTIFIED_THREAT
+from ..evaluation.certify import (CERTIFIED_THREAT, certified_above_empirical,  # noqa: F401 (re-exported)
+                                   certifies_deployed_model, is_certified)
 from ..records import Record
 from .labels import THREATS, severity_label
 
 CERTIFIED_NOTE = ("Certified columns: the fraction of examples whose prediction is correct and certified "
-                  "at L₂ radius ≥ r (abstentions count as wrong; radius 0: the smoothed classifier's accuracy), "
-                  "each certificate failing with probability ≤ α. Smoothing certifies the smoothed classifier, "
-                  "not the model, so these may exceed the model's empirical robust accuracy.")
-
-
-def is_certified(threat: str) -> bool:
-    return threat == CERTIFIED_THREAT
+                  "at L₂ radius ≥ r (abstentions count as wrong; radius 0: the smoothed classifier's accuracy, "
+                  "or the share a Lyapunov certificate covers). Smoothing: each certificate fails with "
+                  "probability ≤ α, and it certifies the smoothed classifier, not the model, so it may exceed "
+                  "the model's empirical robust accuracy. Lyapunov certificate: deterministic for the model "
+                  "itself, its flow part numerically checked, not proven (docs/certify.md).")
 
 
 def certified_group(perturbation: str) -> str:
@@ -37,29 +36,7 @@ def certified_column(perturbation: str, radius: float) -> tuple[str, str]:
     return f"Certified {THREATS['l2']} r = {severity_label(radius)}", perturbation
 
 
-def certifies_deployed_model(record: Record) -> bool:
-    """Whether the certificate is about the deployed model (smoothing's is about the smoothed one)."""
-    return is_certified(record.threat) and record.params.get("method") not in ("smoothing",)
-
-
 CHECK = "certified_le_empirical"
-
-
-def certified_above_empirical(records: list[Record]) -> list[tuple[Record, Record]]:
-    """(certificate, worst-case record) pairs where a certificate of the deployed model claims more
-    than the empirical worst case at the same L2 epsilon on the same examples: an unsound certificate
-    (or an attack evaluated on other examples). Smoothing certificates are exempt (see the docstring)."""
-    from ..evaluation.worst_case import WORST_CASE
-
-    def subset(r: Record) -> tuple:
-        return (r.checkpoint_sha256, r.dataset, r.params.get("n_samples", r.n), round(r.severity, 8))
-
-    worst = {}
-    for r in records:
-        if r.perturbation == WORST_CASE and r.threat == "l2":
-            worst.setdefault(subset(r), []).append(r)
-    return [(c, w) for c in records if certifies_deployed_model(c) and c.severity > 0
-            for w in worst.get(subset(c), []) if c.robust_acc > w.robust_acc]
 
 
 def flag_certified_cells(cells: dict, records: list[Record]) -> None:
