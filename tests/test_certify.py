@@ -275,6 +275,28 @@ def test_a_deterministic_certificate_above_the_empirical_worst_case_is_flagged()
         assert ("certified_le_empirical" in table.failed_checks()) == flagged, (method, certified_acc)
 
 
+def test_sanity_checks_treat_the_two_certificates_apart():
+    """robust_le_clean skips smoothing (the smoothed classifier may beat the model's clean accuracy);
+    certified_le_empirical fails a Lyapunov certificate above the empirical worst case."""
+    from zubov_bench.evaluation.sanity import run_checks
+    from zubov_bench.records import Record
+
+    def record(perturbation, threat, acc, method_param, severity=0.5):
+        return Record(model="zubov", method="zubov", dataset="digits", checkpoint="c.pt", checkpoint_sha256="s",
+                      train_seed=0, perturbation=perturbation, threat=threat, severity=severity, seed=0,
+                      grad_solver="all" if threat == "l2" else "none", n=100, clean_acc=0.8, robust_acc=acc,
+                      params={"n_samples": 100, **({"method": method_param} if method_param else {})})
+
+    worst = record("worst-case", "l2", 0.40, None)
+    smoothed = record("smoothing σ=0.25", CERTIFIED_THREAT, 0.85, "smoothing", severity=0.0)
+    sound = record("lyapunov certificate", CERTIFIED_THREAT, 0.30, "lyapunov")
+    unsound = record("lyapunov certificate", CERTIFIED_THREAT, 0.55, "lyapunov")
+    result = run_checks([worst, smoothed, sound])
+    assert "robust_le_clean" not in result[smoothed.id]
+    assert result[sound.id]["certified_le_empirical"]["ok"]
+    assert not run_checks([worst, unsound])[unsound.id]["certified_le_empirical"]["ok"]
+
+
 @pytest.mark.parametrize("name", sorted(name for name, _ in list_models()))
 def test_every_registered_model_can_be_smoothed(name, digits):
     torch.manual_seed(0)
