@@ -22,7 +22,7 @@ FOUNDATION = {"errors", "registry", "io", "device", "records", "workers", "confi
 SUBPACKAGE_LAYER = {"data": "data", "models": "models", "checkpoint": "models", "perturbations": "perturbations",
                     "training": "training/evaluation", "evaluation": "training/evaluation",
                     "presets": "training/evaluation", "reports": "reports", "reproduce": "reproduce",
-                    "cli": "cli", "__main__": "cli"}
+                    "cli": "cli", "__main__": "cli", "api": "api"}  # zubov_bench.api: the notebook API
 API = "api"
 
 
