@@ -104,3 +104,49 @@ def test_sweep_bad_input_is_one_line(tmp_path, content, args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_killed_sweep_variant_resumes_with_train_resume_exactly(tmp_path, cli_env):
+    """Issue 17: a variant's run folder stores its label as `method`; `train --resume` must accept
+    it and, at the same thread count, finish with the uninterrupted run's metrics and weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+    from helpers import wait_for_checkpoints
+    from zubov_bench.training.trainer import STATE_FILE
+
+    study = {**STUDY, "variants": {"zubov-no-consistency": STUDY["variants"]["zubov-no-consistency"]},
+             "train": {"default": {"epochs": 2, "save_every_steps": 7}},
+             "eval": {**{k: v for k, v in STUDY["eval"].items() if k != "transfer_source"},
+                      "attacks": [{"attack": "fgsm", "eps": [0.1]}]}}
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(study))
+    env = {**cli_env, "OMP_NUM_THREADS": "1"}
+    sweep = [sys.executable, "-m", "zubov_bench", "sweep", str(path), "--no-progress", "--jobs", "1",
+             "--threads", "1", "--device", "cpu", "--out"]
+    subprocess.run(sweep + [str(tmp_path / "ref")], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(sweep + [str(tmp_path / "killed")], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    variant = Path("checkpoints") / "zubov-no-consistency-digits-s0"
+    killed = tmp_path / "killed" / variant
+    wait_for_checkpoints(killed / STATE_FILE, proc, count=2)  # mid-epoch: step 14 of epoch 0
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and any worker it started
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the variant finished before it was killed; kill earlier"
+    assert yaml.safe_load((killed / "config.yaml").read_text())["method"] == "zubov-no-consistency"
+    out = subprocess.run([sys.executable, "-m", "zubov_bench", "train", "--resume", str(killed), "--no-progress"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    ref = tmp_path / "ref" / variant
+
+    def rows(run):
+        import csv
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in csv.DictReader(open(run / "metrics.csv"))]
+
+    assert rows(killed) == rows(ref) and len(rows(ref)) == 2
+    a, b = (torch.load(run / "model.pt", weights_only=True) for run in (killed, ref))
+    assert a["extra"]["method"] == b["extra"]["method"] == "zubov-no-consistency"
+    assert a["sha256"] == b["sha256"]
