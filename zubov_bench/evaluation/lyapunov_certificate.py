@@ -131,15 +131,17 @@ def check_flow(model, z0: torch.Tensor, cls: torch.Tensor, radius: torch.Tensor,
     from a feature-space PGD (`steps` steps) that maximises the violation inside the ball."""
     g = torch.Generator().manual_seed(seed)
     n, d = z0.shape
-    ok = torch.ones(n, dtype=torch.bool)
+    ok = torch.ones(n, dtype=torch.bool, device=z0.device)
     r = radius.to(z0)[:, None]
-    dirs = torch.randn(samples, n, d, generator=g, dtype=z0.dtype)
-    dirs = dirs / dirs.norm(dim=2, keepdim=True)
+    dirs = torch.randn(max(samples, 1), n, d, generator=g, dtype=z0.dtype)  # CPU draws: the same on any device
+    dirs = (dirs / dirs.norm(dim=2, keepdim=True)).to(z0.device)
     scale = torch.ones(samples, n, 1, dtype=z0.dtype)
     scale[samples // 2:] = torch.rand(samples - samples // 2, n, 1, generator=g, dtype=z0.dtype)
-    with torch.no_grad():
-        points = (z0[None] + r[None] * dirs * scale).reshape(-1, d)
-        ok &= ~(_flow_violation(model, points, cls.repeat(samples), level).reshape(samples, n) > 0).any(0)
+    scale = scale.to(z0.device)
+    if samples:
+        with torch.no_grad():
+            points = (z0[None] + r[None] * dirs[:samples] * scale).reshape(-1, d)
+            ok &= ~(_flow_violation(model, points, cls.repeat(samples), level).reshape(samples, n) > 0).any(0)
     delta = dirs[0] * r * 0.5
     step = 2.5 * r / max(steps, 1)
     for _ in range(steps):
@@ -219,8 +221,8 @@ def attack_within(model, x: torch.Tensor, y: torch.Tensor, radius, steps: int = 
     """L2 PGD with random restarts on the margin loss max_{j != y} l_j - l_y, inside per-row balls of
     `radius`, images kept in [0, 1]; returns the first point found misclassified (else the last)."""
     g = torch.Generator().manual_seed(seed)
-    radius = torch.as_tensor(np.asarray(radius), dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-    best, found = x.clone(), torch.zeros(len(x), dtype=torch.bool)
+    radius = torch.as_tensor(np.asarray(radius), dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1))).to(x.device)
+    best, found = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     step = 2.5 * radius / steps
 
     def project(delta):
@@ -229,9 +231,9 @@ def attack_within(model, x: torch.Tensor, y: torch.Tensor, radius, steps: int = 
         return (x + delta).clamp(0, 1) - x
 
     for _ in range(restarts):
-        start = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        start = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
         start = start / start.flatten(1).norm(dim=1).reshape(radius.shape)
-        delta = project(start * radius * torch.rand(radius.shape, generator=g, dtype=x.dtype))
+        delta = project(start * radius * torch.rand(radius.shape, generator=g, dtype=x.dtype).to(x.device))
         for _ in range(steps):
             delta.requires_grad_(True)
             logits = model(x + delta)
@@ -256,10 +258,10 @@ def fooled_lyapunov_certificates(model, x, y, certificate: dict[str, np.ndarray]
     fooled = np.zeros(len(x), bool)
     if len(rows) == 0:
         return fooled
-    sel = torch.from_numpy(rows)
+    sel = torch.from_numpy(rows).to(x.device)
     x_adv = attack_within(model, x[sel], y[sel], certificate["radius"][rows], **attack)
-    distance = (x_adv - x[sel]).flatten(1).norm(dim=1).detach().numpy()
+    distance = (x_adv - x[sel]).flatten(1).norm(dim=1).detach().cpu().numpy()
     assert np.all(distance <= certificate["radius"][rows] * (1 + 1e-5) + 1e-7), "the attack left its ball"
     with torch.no_grad():
-        fooled[rows] = (model(x_adv).argmax(1) != y[sel]).numpy()
+        fooled[rows] = (model(x_adv).argmax(1) != y[sel]).cpu().numpy()
     return fooled
