@@ -241,6 +241,18 @@ class DoubleWell(SolverMixin, nn.Module):
     def solve(self, z0, times=None):
         return integrate(self.odefunc, z0, self.solver, times)
 
+    # The rest of the LyapunovModel protocol: the state space is the input space.
+    has_lyapunov = True
+
+    def features(self, x):
+        return x
+
+    def grid(self, n_points):
+        return torch.linspace(0.0, 1.0, n_points)
+
+    def initial_state_logits(self, x):
+        return -self.lyapunov(x)
+
 
 def test_roa_iou_matches_the_analytic_answer():
     model = DoubleWell()
