@@ -43,3 +43,81 @@ def load_config_file(path: str | Path) -> dict:
         if not isinstance(data.get(section, {}), dict):
             raise UserError(f"config file {path}: '{section}' must be a mapping")
     return data
+
+
+# One coercion for every typed setting (model configs, training keys, perturbation parameters):
+# a value from the CLI (a string) or from YAML/JSON (typed) becomes the type its dataclass field
+# declares, or the call fails with one line naming the key.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+_NONE = ("", "none", "null", "auto")
+
+
+def coerce(value, hint, key: str):
+    """`value` as the type `hint`: bool, int, float, str, Literal, Optional/X | None, tuple[X, ...],
+    or a bare `tuple` (a comma-separated string is read as floats; a list keeps its items)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            return None
+        return coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is typing.Literal:
+        text = str(value).strip().lower()
+        if text not in args:
+            raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, args))}")
+        return text
+    if origin is tuple or hint is tuple:
+        items = [s for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+        if args:
+            return tuple(coerce(v, args[0], key) for v in items)
+        return tuple(coerce(v, float, key) for v in items) if isinstance(value, str) else tuple(items)
+    try:
+        return _scalar(value, hint)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+
+
+def _scalar(value, hint):
+    import math
+
+    if hint is bool:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError(value)
+            return text in _TRUE
+        if value not in (0, 1):
+            raise ValueError(value)
+        return bool(value)
+    if hint is int:
+        if isinstance(value, int):  # exact, also beyond float precision
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value.strip())
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if hint is float:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+        return number
+    return hint(value).strip() if hint is str else hint(value)
+
+
+def build_dataclass(cls: type, values: dict, what: str):
+    """An instance of the dataclass `cls`: its defaults, then `values` coerced by field type;
+    an unknown key is one error naming the valid ones."""
+    import dataclasses
+    import typing
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise UserError(f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields)) or '(none)'}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(v, hints[k], k) for k, v in values.items()})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable
 
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
+from ..config import coerce  # the one coercion of typed settings
 from ..data.base import DataSpec
 from ..errors import UserError
 from .ode import CountingField, SolverConfig, SolverMixin, integrate
@@ -54,44 +55,14 @@ class Stage:
     setup: Callable[[], None] = field(default=lambda: None)
 
 
-def coerce(value, default, key: str):
-    """Convert a CLI/YAML value to the type of the field's default."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            out = float(value)
-            if math.isnan(out):
-                raise ValueError
-            return out
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                value = [float(v) for v in value.split(",")]
-            return tuple(value)
-        return value if default is None else type(default)(value)
-    except (TypeError, ValueError):
-        raise UserError(f"config {key}={value!r} is not a valid {type(default).__name__}") from None
-
-
 def make_config(config_cls, overrides: dict):
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise UserError(f"unknown config key(s) {', '.join(unknown)} for {config_cls.__qualname__}; "
                         f"valid: {', '.join(sorted(fields))}")
-    defaults = config_cls()
-    values = {k: coerce(v, getattr(defaults, k), k) for k, v in overrides.items()}
-    return dataclasses.replace(defaults, **values)
+    hints = typing.get_type_hints(config_cls)
+    return config_cls(**{k: coerce(v, hints[k], k) for k, v in overrides.items()})
 
 
 def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

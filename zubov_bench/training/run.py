@@ -1,6 +1,7 @@
 """One training run: resolve presets + config file + flags, build model and data, train."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import asdict, fields
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import load_config_file
+from ..config import build_dataclass, load_config_file
 from ..data import load_dataset
 from ..errors import UserError
 from ..io import ensure_writable_dir, reporting_write_faults, write_json, write_text
@@ -57,14 +58,12 @@ def _check_fresh(run_dir: Path, force: bool) -> None:
 
 def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
                   device="auto", progress=True) -> Trainer:
-    from ..models.base import coerce
-
     train_defaults = TrainConfig()
     for key, value in resolved["train"].items():  # coerce() would read `epochs: true` as 1 epoch
         if isinstance(value, bool) and not isinstance(getattr(train_defaults, key, None), bool):
             raise UserError(f"training key {key}: expected a number, got {str(value).lower()}")
-    train_kw = {k: coerce(v, getattr(train_defaults, k), k) for k, v in resolved["train"].items()}
-    tcfg = TrainConfig(**{**train_kw, "device": device, "progress": progress})
+    tcfg = dataclasses.replace(build_dataclass(TrainConfig, resolved["train"], "training"),
+                               device=device, progress=progress)
     tcfg.validate()
     dev = resolve_device(device)
     with distributed.main_first():  # one download or unpacking, not one per rank

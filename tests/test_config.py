@@ -1,0 +1,74 @@
+"""One config model (issue 17, item 2): one type-driven coercion, and every committed run's stored
+config still resolves to what it resolved to before the coercion was unified."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zubov_bench.checkpoint import read_payload
+from zubov_bench.config import build_dataclass, coerce
+from zubov_bench.errors import UserError
+from zubov_bench.models import MODELS
+from zubov_bench.models.base import make_config
+from zubov_bench.training.trainer import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+# Captured with the two old coerce functions (models/base.py at 94ffb3b) by resolving each
+# committed checkpoint's and run folder's stored config: {path: {model, model_config, train}}.
+BEFORE = json.loads((REPO / "tests" / "data" / "committed_configs.json").read_text())
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=list))
+
+
+@pytest.mark.parametrize("path", sorted(BEFORE))
+def test_every_committed_run_resolves_as_before(path):
+    before = BEFORE[path]
+    if path.endswith(".pt"):
+        payload = read_payload(REPO / path)
+        model_cfg, train = payload["config"], None
+    else:
+        stored = yaml.safe_load((REPO / path).read_text())
+        model_cfg, train = stored["model_config"], stored["train"]
+    resolved = _plain(dataclasses.asdict(make_config(MODELS.get(before["model"]).Config, model_cfg)))
+    # keys added to a Config since keep their defaults; the ones that existed must not move
+    assert {k: resolved[k] for k in before["model_config"]} == before["model_config"]
+    if train is not None:
+        assert _plain(dataclasses.asdict(build_dataclass(TrainConfig, train, "training"))) | \
+            {k: v for k, v in _plain(dataclasses.asdict(TrainConfig())).items() if k not in before["train"]} \
+            == _plain(dataclasses.asdict(TrainConfig())) | before["train"]
+
+
+@pytest.mark.parametrize("value, hint, expected", [
+    ("true", bool, True), (0, bool, False), ("3", int, 3), (4.0, int, 4), ("1e3", int, 1000),
+    (2**60 + 1, int, 2**60 + 1), ("0.5", float, 0.5), (" dopri5 ", str, "dopri5"),
+    ("0.1,0.2", tuple, (0.1, 0.2)), ([64, 64], tuple, (64, 64)), ("a,b", tuple[str, ...], ("a", "b")),
+    ("none", int | None, None), ("7", int | None, 7),
+])
+def test_coerce_by_type(value, hint, expected):
+    out = coerce(value, hint, "k")
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize("value, hint", [("maybe", bool), (2, bool), (1.5, int), ("nan", float),
+                                         (float("inf"), float), ("x", float)])
+def test_coerce_refuses_in_one_line(value, hint):
+    with pytest.raises(UserError, match=r"^k=.* is not a valid"):
+        coerce(value, hint, "k")
+
+
+def test_models_and_perturbations_share_it():
+    from zubov_bench.perturbations import params
+
+    assert params.coerce is coerce
+    node = MODELS.get("node")
+    assert make_config(node.Config, {"steps": "8"}).steps == 8
+    with pytest.raises(UserError, match="unknown config key"):
+        make_config(node.Config, {"no_such_key": 1})
+    with pytest.raises(UserError, match="unknown training key"):
+        build_dataclass(TrainConfig, {"epoch": 3}, "training")
