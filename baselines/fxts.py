@@ -35,6 +35,7 @@ class FxTS(LyaNet):
     Config = FxTSConfig
     description = "FxTS (reconstructed; Luo et al. arXiv 2411.09118): LyaNet with hinge ReLU(V_dot+a*V^p+b*V^q)"
     recipes = {"digits": {"train": {"epochs": 30}}}
+    paper_attack = None  # not LyaNet's: no paper protocol declared for this reconstruction
 
     def __init__(self, spec: DataSpec, cfg: FxTSConfig):
         if not 0 < cfg.fx_p < 1 < cfg.fx_q:

@@ -18,6 +18,7 @@ from torch.func import jvp
 from zubov_bench.data.base import DataSpec
 from zubov_bench.models import ODEConfig, ODEModel, register_model
 from zubov_bench.models.layers import activation, make_stem
+from zubov_bench.models.paper_protocol import PaperProtocol
 
 
 @dataclass
@@ -73,6 +74,9 @@ class LyaNet(ODEModel):
     loss_terms = ("lyap",)
     description = "LyaNet (Rodriguez et al. 2022): logit-state ODE, V=CE(h,y), hinge on V_dot+kappa*V, no solve in training"
     recipes = {"digits": {"train": {"epochs": 30}}}
+    # the paper's attack: 10-step PGD with eps applied after input normalisation (docs/evaluation.md)
+    paper_attack = PaperProtocol("pgd", {"steps": 10}, "normalised",
+                                 "Rodriguez et al. ICML 2022; github.com/ivandariojr/LyapunovLearning")
 
     def __init__(self, spec: DataSpec, cfg: LyaNetConfig):
         field = ConditionedField(spec.num_classes, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout)

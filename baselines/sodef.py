@@ -17,6 +17,7 @@ from torch.func import jacrev, vmap
 
 from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
+from zubov_bench.models.paper_protocol import PaperProtocol
 from zubov_bench.models import ODEConfig, ODEModel, SolverConfig, Stage, classification_loss, register_model
 from zubov_bench.models.layers import make_stem, simplex_vectors
 
@@ -62,6 +63,10 @@ class SODEF(ODEModel):
         "*": {"model": {"d": 64}},  # the paper's 64-d state on every dataset
         "digits": {"train": {"epochs": 30}},
     }
+    # how the paper attacked it: PGD-20 with gradients through the deployed adaptive dopri5 solve
+    # (issue 18's summary; the repository's README tables add AutoAttack); see docs/evaluation.md
+    paper_attack = PaperProtocol("pgd", {"steps": 20}, "pixel",
+                                 "Kang et al. NeurIPS 2021; github.com/kangqiyu/SODEF")
 
     def __init__(self, spec: DataSpec, cfg: SODEFConfig):
         super().__init__(spec, cfg, SineField(cfg.d))

@@ -17,6 +17,7 @@ from zubov_bench.data.base import DataSpec
 from zubov_bench.errors import UserError
 from zubov_bench.models import ODEConfig, ODEModel, batch_accuracy, register_model
 from zubov_bench.models.layers import MLPField, make_stem
+from zubov_bench.models.paper_protocol import PaperProtocol
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TisODE(ODEModel):
     loss_terms = ("cls", "steady")
     description = "TisODE (Yan et al. 2020): time-invariant f, CE + w*int_{T1}^{T2}|f(z(t))|dt, noise aug"
     recipes = {"toy2d": {"model": {"noise_aug": 0.0}}}
+    # the paper's white-box attack: FGSM (one signed step of eps in pixel units), docs/evaluation.md
+    paper_attack = PaperProtocol("fgsm", {}, "pixel", "Yan et al. ICLR 2020; github.com/HanshuYAN/TisODE")
 
     def __init__(self, spec: DataSpec, cfg: TisODEConfig):
         super().__init__(spec, cfg, MLPField(cfg.d, cfg.field_hidden, cfg.field_act, time_dependent=False))

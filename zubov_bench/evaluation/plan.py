@@ -31,6 +31,11 @@ def parse_attacks(values, transfer_from: str | None = None) -> list[AttackReques
     requests: list[AttackRequest] = []
     for value in values or ["all"]:
         name, _, arg = value.strip().partition(":")
+        if name == "paper":  # each model's own paper attack, resolved per checkpoint (paper_protocol.py)
+            if arg:
+                raise UserError("`paper` takes no parameters: each model declares its paper's settings")
+            requests.append(AttackRequest("paper", {}))
+            continue
         if name == "all":
             if arg:
                 raise UserError("`all` takes no parameters; name the attack to set them")
@@ -77,6 +82,9 @@ def _with_source(requests: list[AttackRequest], source: str | None) -> list[Atta
 
     out = []
     for req in requests:
+        if req.name == "paper":
+            out.append(req)
+            continue
         if PERTURBATIONS.get(req.name).needs_source and "source" not in req.params:
             if source is None:
                 if req.explicit:

@@ -20,8 +20,9 @@ ATTACK_THREATS = ("linf", "l2")
 
 
 def is_member(r: Record) -> bool:
+    # the paper protocol (evaluation/paper_protocol.py) is shown beside the worst case, never inside it
     return (r.threat in ATTACK_THREATS and r.perturbation != WORST_CASE and not r.shard
-            and not r.params.get("sanity"))
+            and not r.params.get("sanity") and r.params.get("protocol") != "paper")
 
 
 def group_key(r: Record) -> tuple:

@@ -10,6 +10,7 @@ from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, colum
                         mark_best, ordered, summarize)
 from .certified import CERTIFIED_NOTE, certified_column, certified_group, flag_certified_cells, is_certified
 from .groups import add_group_means, group_title, groups_present, is_group_member
+from .paper import PAPER_NOTE, paper_cells, split_paper_records
 from .labels import perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
@@ -69,6 +70,7 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
 
 
 def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, only: tuple[str, ...] = ()) -> Table:
+    records, paper = split_paper_records(records)  # the paper protocol gets its own columns, never a strict cell
     cells = summarize(records)
     flag_certified_cells(cells, records)
     methods = ordered(r.method for r in records)
@@ -84,6 +86,11 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
             + [c for c in columns[1:] if not is_group_member(c.key) or c.key[0] in only]
         group_notes = [note for _, _, note in means]
     mark_best(cells, methods, [c.key for c in columns])
+    for label, key, extra in paper_cells(paper, records, dataset):  # after mark_best: a gap is no score
+        columns.append(Column("Paper protocol", label, key))
+        cells.update(extra)
+    if paper:
+        group_notes.append(PAPER_NOTE)
     title = (f"Worst-case and per-attack robust accuracy (%) on {dataset}" if worst_case
              else f"Clean and robust accuracy (%) on {dataset}")
     table = Table(title, dataset, methods, columns, cells, [])
