@@ -6,6 +6,8 @@ Neural ODE fixture is used where APGD-CE alone fools every sample.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pyautoattack import AutoAttack as LibraryAutoAttack
@@ -122,3 +124,93 @@ def test_only_runs_a_subset_with_the_version_settings(digits, small_mlp, monkeyp
     assert seen == {"attacks": ["apgd-ce"], "restarts": 1}  # the standard's single restart
     run_autoattack(small_mlp, x, y, eps=0.1, norm="linf", version="custom", seed=0, attacks=["apgd-ce"])
     assert seen == {"attacks": ["apgd-ce"], "restarts": 5}  # custom: the library's default
+
+
+# --- AutoAttack's own flags (issue 21) ---------------------------------------------------------
+class NoisyLogits(nn.Module):
+    """A randomized defense: noise on the logits of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x) + 0.5 * torch.randn(len(x), 10)
+
+
+class QuantizedInput(nn.Module):
+    """Zero input gradient everywhere: the input is rounded before the linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+def flags_of(model, x, y, attacks):
+    atk = create_perturbation("autoattack", version="custom", attacks=attacks)
+    atk(model, x, y, 0.1, gen())
+    return atk.take_flags()
+
+
+def test_library_flags_are_captured(digits, small_mlp):
+    torch.manual_seed(0)
+    x = digits.x_test[:16]
+    assert set(flags_of(NoisyLogits().eval(), x, digits.y_test[:16], "apgd-ce")) == {"randomized"}
+    quantized = QuantizedInput().eval()
+    zero = flags_of(quantized, x, quantized(x).argmax(1).detach(), "apgd-dlr")
+    assert set(zero) == {"zero_gradients"} and "zero gradient" in zero["zero_gradients"]
+    assert flags_of(small_mlp, x, digits.y_test[:16], "apgd-ce") == {}  # a plain model: none
+
+
+def test_flags_show_in_tables_apart_from_sanity_checks():
+    import dataclasses
+    from pathlib import Path
+
+    from zubov_bench.reports import build_tables, load_records, render
+
+    records = load_records(Path(__file__).resolve().parents[1] / "results/quick")
+    assert "‡" not in render(build_tables(records), "md")
+    flagged = [dataclasses.replace(r, sanity={**r.sanity, "autoattack:dynamic": {
+        "ok": False, "detail": "it seems to be a dynamic defense!"}}) if r.perturbation == "autoattack" else r
+        for r in records]
+    text = render(build_tables(flagged), "md")
+    assert "‡" in text and "flagged this cell (autoattack:dynamic)" in text
+    assert "autoattack:dynamic" not in text.split("† a sanity check failed")[-1].split("\n")[0]
+
+
+def test_a_run_interrupted_after_an_attack_resumes_there(digits, small_mlp, tmp_path, caplog):
+    """Interrupted inside FAB-T (after APGD-CE and APGD-T finished), the run resumes at FAB-T and
+    returns the same examples as an uninterrupted run."""
+    import logging
+
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    from zubov_bench.perturbations.autoattack import run_autoattack
+
+    x, y = digits.x_test[:32], digits.y_test[:32]
+    keep = correct(small_mlp, x, y)
+    x, y = x[keep], y[keep]
+    settings = dict(eps=0.1, norm="linf", version="standard", seed=3)
+    reference = run_autoattack(small_mlp, x, y, **settings)
+
+    original = FABAttack_PT.perturb
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt
+    FABAttack_PT.perturb = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_autoattack(small_mlp, x, y, **settings, state_dir=tmp_path)
+    finally:
+        FABAttack_PT.perturb = original
+    state = json.loads(next(tmp_path.glob("autoattack-*.json")).read_text())
+    assert state["_run_attacks"] == ["apgd-ce", "apgd-t"]
+    with caplog.at_level(logging.DEBUG, logger="auto-attack"):
+        resumed = run_autoattack(small_mlp, x, y, **settings, state_dir=tmp_path)
+    ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running ")]
+    assert ran == ["running fab-t", "running square"]  # the finished attacks were not re-run
+    assert torch.equal(correct(small_mlp, resumed, y), correct(small_mlp, reference, y))
+    assert torch.equal(resumed, reference)

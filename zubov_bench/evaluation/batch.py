@@ -5,6 +5,7 @@ samples that still fail count as failed and never as robust.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable
 
@@ -13,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from ..models.ode import SolverError
+from ..records import attack_flag_name
 from ..perturbations.base import lp_distance
 
 ATOL = 1e-5  # float slack when checking that an attack respected its threat model
+FLAGS = "flags"  # a batch's entry for the flags its perturbation's library raised (JSON text)
 
 
 def split_on_failure(fn: Callable[[torch.Tensor], torch.Tensor], n: int, fill: torch.Tensor):
@@ -96,6 +99,21 @@ def run_batch(perturbation, view, model, severity: float, seed: int, x, y, index
     nfe[rows] = nfe_rows
     return {"index": index.numpy().astype(np.int64), "clean": clean.numpy(), "robust": robust.numpy(),
             "failed": failed.numpy(), "nfe": nfe.numpy().astype(np.float32)}
+
+
+def flags_array(flags: dict[str, str]) -> np.ndarray:
+    """A batch's flags as a 0-d text array: stored with the batch, so a resumed record keeps them."""
+    return np.array(json.dumps(flags, sort_keys=True))
+
+
+def flags_sanity(perturbation: str, batches: list[dict[str, np.ndarray]]) -> dict[str, dict]:
+    """The record's `sanity` entries for the flags of its batches (the first message of each)."""
+    flags: dict[str, str] = {}
+    for arrays in batches:
+        for name, message in json.loads(str(arrays[FLAGS])).items() if FLAGS in arrays else ():
+            flags.setdefault(name, message)
+    return {attack_flag_name(perturbation, name): {"ok": False, "detail": message}
+            for name, message in sorted(flags.items())}
 
 
 def input_gradient_norms(view, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

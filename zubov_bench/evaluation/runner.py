@@ -23,9 +23,8 @@ from ..errors import UserError
 from ..models.protocols import is_lyapunov_model
 from ..records import Record
 from .alignment import AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment, store_alignment
-from .batch import input_gradient_norms, run_batch
+from .batch import FLAGS, flags_array, flags_sanity, input_gradient_norms, run_batch
 from .context import CheckpointContext, load_context, resolve_views
-from .paper_protocol import PAPER, paper_attack_for
 from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
                    parse_shard, shard_batches)
 from .sanity import GRAD_ZERO, GradStats, run_checks
@@ -179,8 +178,6 @@ def _validate_checkpoint(path: str, requests: list[AttackRequest], eps, transfer
             raise UserError(f"--transfer-from {transfer_from} was trained on {source.name}, "
                             f"but {path} on {spec.name}")
     for req in requests:
-        if req.name == PAPER:  # resolved per model in plan_jobs
-            continue
         perturbation = _create(req)
         perturbation.prepare()
         for severity in _severities(perturbation, req, eps, spec):
@@ -204,9 +201,6 @@ def _severities(perturbation, req: AttackRequest, eps, spec) -> tuple[float, ...
 def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -> list[Job]:
     jobs: list[Job] = []
     for req in requests:
-        if req.name == PAPER:
-            jobs += _paper_jobs(ctx, eps, log)
-            continue
         perturbation = _create(req)
         if not perturbation.applies_to(ctx.model):
             if req.explicit:
@@ -219,16 +213,6 @@ def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -
         jobs += _large_eps_jobs(ctx)
     # cheap records first: early results, early sanity (a stable sort keeps the request order)
     return sorted(jobs, key=lambda job: job.perturbation.cost_rank())
-
-
-def _paper_jobs(ctx: CheckpointContext, eps, log) -> list[Job]:
-    """The model's own paper attack, through its deployed solver only (as the paper ran it)."""
-    attack = paper_attack_for(ctx.model)
-    if attack is None:
-        log(f"note: {ctx.meta['model']} declares no paper protocol ({ctx.path}); skipped")
-        return []
-    view = GradSolver() if attack.gradient_based else None
-    return [Job(attack, float(s), view, ctx.n) for s in (eps or attack.default_severities(ctx.model.spec))]
 
 
 def _large_eps_jobs(ctx: CheckpointContext) -> list[Job]:
@@ -295,6 +279,7 @@ def run_job(ctx, job: Job, record: Record, seed: int, store: ResultsStore, force
         store.clear_batches(partial_key)
     done = store.load_batches(partial_key)
     view = ctx.view(job.grad_solver)
+    job.perturbation.work_dir = store.work_dir(partial_key)  # resumable inside a batch (AutoAttack)
     for b in mine:
         if b not in done:
             start = time.perf_counter()
@@ -304,13 +289,15 @@ def run_job(ctx, job: Job, record: Record, seed: int, store: ResultsStore, force
                                ctx.y[dev_rows], ctx.index[rows], ctx.clean[rows], ctx.clean_failed[rows],
                                ctx.clean_nfe[rows])
             arrays["wall"] = np.array(time.perf_counter() - start)
+            arrays[FLAGS] = flags_array(job.perturbation.take_flags())
             store.save_batch(partial_key, b, arrays)
             done[b] = arrays
         bar.update(1)
     wall = sum(float(done[b]["wall"]) for b in mine)
-    outcomes = concat_outcomes([{k: v for k, v in done[b].items() if k != "wall"} for b in mine]) \
+    outcomes = concat_outcomes([{k: v for k, v in done[b].items() if k not in ("wall", FLAGS)} for b in mine]) \
         if mine else empty_outcomes()
     record = record_from_outcomes(record, outcomes, wall)
+    record.sanity = flags_sanity(job.perturbation.name, [done[b] for b in mine])
     if shard and force:
         store.remove([dataclasses.replace(record, shard="").id])  # the merge rebuilds it
     store.put(record, outcomes, replace=force)

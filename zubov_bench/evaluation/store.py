@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from ..errors import UserError
 from ..io import check_can_create_files, ensure_writable_dir, sha256_bytes, write_bytes, write_json, write_text
-from ..records import Record
+from ..records import Record, is_attack_flag
 
 RECORDS = "records.jsonl"
 CSV = "records.csv"
@@ -34,6 +34,7 @@ OUTCOME_KEYS = ("index", "clean", "robust")
 BATCH_KEYS = OUTCOME_KEYS + ("wall",)
 BATCH_NAME = re.compile(r"batch-(\d{6})\.npz")
 MANIFEST = "sha256.json"  # in each partial folder: batch file name -> sha256 of its bytes
+WORK_DIR = "attack-state"  # in each partial folder: an attack's own resumable state (AutoAttack)
 
 
 class ResultsStore:
@@ -164,7 +165,8 @@ class ResultsStore:
                     continue
                 parts = sorted(parts, key=lambda r: int(r.shard.split("/")[0]))
                 outcomes = concat_outcomes([self.outcomes(p.id) for p in parts])
-                full = record_from_outcomes(dataclasses.replace(parts[0], shard=""), outcomes,
+                flags = {k: v for p in parts for k, v in p.sanity.items() if is_attack_flag(k)}
+                full = record_from_outcomes(dataclasses.replace(parts[0], shard="", sanity=flags), outcomes,
                                             wall_time=sum(p.wall_time for p in parts))
                 full.outcomes_sha256 = self._write_outcomes(full.id, outcomes)
                 merged.append(full)
@@ -208,6 +210,10 @@ class ResultsStore:
             manifest[name] = sha256_bytes(data)
             write_json(folder / MANIFEST, manifest)
 
+    def work_dir(self, record_id: str) -> Path:
+        """A folder where an attack keeps its state inside one batch; removed with the batches."""
+        return self._partial_dir(record_id) / WORK_DIR
+
     def load_batches(self, record_id: str) -> dict[int, dict[str, np.ndarray]]:
         """The record's verified batches; anything else in its folder (a batch whose hash is not the
         manifest's, a foreign file or folder, other keys) is removed, so the batch is recomputed."""
@@ -217,7 +223,7 @@ class ResultsStore:
         manifest = self._manifest(folder)
         out = {}
         for path in sorted(folder.iterdir()):
-            if path.name == MANIFEST or path.name.startswith(".") and path.name.endswith(".tmp"):
+            if path.name in (MANIFEST, WORK_DIR) or path.name.startswith(".") and path.name.endswith(".tmp"):
                 continue
             match = BATCH_NAME.fullmatch(path.name)
             arrays = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -56,6 +57,9 @@ class Perturbation:
     # leave about 0 robust; one registered attack (PGD) declares it
     large_eps_check: ClassVar[bool] = False
     relative_cost: ClassVar[int | None] = None  # scheduling rank, cheapest first; None: from kind
+    # A folder of the record being computed, set by the evaluation: an attack that can resume inside
+    # one batch keeps its state there (AutoAttack's state file). None outside `eval`.
+    work_dir: Path | None = None
     needs_images: ClassVar[bool] = False  # True: skipped on vector datasets such as toy2d
     # A name under which `eval --attack NAME` runs every member at its own grid, e.g. the
     # "corruptions" of MNIST-C; members stay out of `all`, so `all` keeps its meaning and cost
@@ -92,6 +96,11 @@ class Perturbation:
     def prepare(self) -> None:
         """Load what the perturbation needs besides its parameters (a source checkpoint), so that
         bad input fails before any record is computed. Creating an instance loads nothing."""
+
+    def take_flags(self) -> dict[str, str]:
+        """Warnings the perturbation's own library raised since the last call (flag -> message);
+        the evaluation stores them in the record's `sanity` as "<name>:<flag>"."""
+        return {}
 
     def settings(self) -> dict:
         return params_to_dict(self.params)
