@@ -225,7 +225,7 @@ def test_builtin_presets_are_valid_and_quick_says_what_it_reduced():
     for name in ("quick", "fashion-mnist", "paper"):
         validate_groups(PRESETS.get(name).eval)
     quick = PRESETS.get("quick")
-    assert quick.models is None and quick.datasets == ["digits"] and quick.roa.dataset == "toy2d"
+    assert "node" in quick.models and "zubov" in quick.models and quick.datasets == ["digits"] and quick.roa.dataset == "toy2d"
     runs = [plan_run("node", "digits", 0, quick.train_overrides("node", "digits"), {}, __import__("pathlib").Path("x"))]
     text = "\n".join(reductions(quick, runs, {"digits": {"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0)}}))
     assert "version = custom (full protocol: standard)" in text and "full protocol: >= 1000" in text
