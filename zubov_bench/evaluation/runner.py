@@ -25,6 +25,7 @@ from ..records import Record
 from .alignment import AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment, store_alignment
 from .batch import FLAGS, flags_array, flags_sanity, input_gradient_norms, run_batch
 from .context import CheckpointContext, load_context, resolve_views
+from .paper_protocol import PAPER, paper_attack_for
 from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
                    parse_shard, shard_batches)
 from .sanity import GRAD_ZERO, GradStats, run_checks
@@ -178,6 +179,8 @@ def _validate_checkpoint(path: str, requests: list[AttackRequest], eps, transfer
             raise UserError(f"--transfer-from {transfer_from} was trained on {source.name}, "
                             f"but {path} on {spec.name}")
     for req in requests:
+        if req.name == PAPER:  # resolved per model in plan_jobs
+            continue
         perturbation = _create(req)
         perturbation.prepare()
         for severity in _severities(perturbation, req, eps, spec):
@@ -201,6 +204,9 @@ def _severities(perturbation, req: AttackRequest, eps, spec) -> tuple[float, ...
 def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -> list[Job]:
     jobs: list[Job] = []
     for req in requests:
+        if req.name == PAPER:
+            jobs += _paper_jobs(ctx, eps, log)
+            continue
         perturbation = _create(req)
         if not perturbation.applies_to(ctx.model):
             if req.explicit:
@@ -213,6 +219,16 @@ def plan_jobs(ctx: CheckpointContext, requests: list[AttackRequest], eps, log) -
         jobs += _large_eps_jobs(ctx)
     # cheap records first: early results, early sanity (a stable sort keeps the request order)
     return sorted(jobs, key=lambda job: job.perturbation.cost_rank())
+
+
+def _paper_jobs(ctx: CheckpointContext, eps, log) -> list[Job]:
+    """The model's own paper attack, through its deployed solver only (as the paper ran it)."""
+    attack = paper_attack_for(ctx.model)
+    if attack is None:
+        log(f"note: {ctx.meta['model']} declares no paper protocol ({ctx.path}); skipped")
+        return []
+    view = GradSolver() if attack.gradient_based else None
+    return [Job(attack, float(s), view, ctx.n) for s in (eps or attack.default_severities(ctx.model.spec))]
 
 
 def _large_eps_jobs(ctx: CheckpointContext) -> list[Job]:
