@@ -92,3 +92,13 @@ def test_bad_use_is_a_one_line_error(tmp_path):
         result = run("--results", store, *args)
         assert result.exit_code != 0 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_reported_is_the_paper_protocol_record_where_there_is_one():
+    records = load_records(REPO / "results/quick")
+    sha = records[0].checkpoint_sha256
+    mine = [r for r in records if r.checkpoint_sha256 == sha]
+    pgd = next(r for r in mine if r.perturbation == "pgd" and r.threat == "linf" and abs(r.severity - 0.1) < 1e-9)
+    paper = dataclasses.replace(pgd, params={**pgd.params, "protocol": "paper"}, robust_acc=0.4321)
+    info = model_info(mine + [paper])
+    assert info["reported"] == "43.21" and "paper protocol" in info["footnote"]

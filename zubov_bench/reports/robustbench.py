@@ -7,8 +7,8 @@ The fields and their formats follow RobustBench's `model_info/<dataset>/<threat>
 
 `autoattack_acc` is the strict number: the per-example worst case over every attack the suite ran
 at the dataset's standard L∞ ε (AutoAttack standard among them when it was run), not AutoAttack
-alone. `reported` is the paper-protocol number where a record provides one; no record does yet,
-so it is "" and the footnote says so.
+alone. `reported` is the model's paper-protocol number (`eval --attack paper` records) where the
+store has one, else "" and the footnote says so.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..errors import UserError
+from ..evaluation.paper_protocol import paper_protocol_accuracy
 from ..evaluation.worst_case import WORST_CASE
 from ..io import write_text
 from ..records import Record, is_attack_flag
@@ -83,7 +84,9 @@ def model_info(records: list[Record], eps: float | None = None) -> dict | None:
         notes.append(f"sanity checks failed: {', '.join(checks)}")
     if flags:
         notes.append(f"AutoAttack flagged: {', '.join(flags)}")
-    notes.append(NO_PAPER_PROTOCOL)
+    paper = paper_protocol_accuracy(records, first.checkpoint_sha256, eps)
+    notes.append(NO_PAPER_PROTOCOL if paper is None else
+                 "reported is the model's own paper protocol (records with params.protocol = paper) at that eps")
     return {
         "link": "",
         "name": f"{first.method} ({first.model}, train seed {first.train_seed})",
@@ -95,7 +98,7 @@ def model_info(records: list[Record], eps: float | None = None) -> dict | None:
         "architecture": first.model,
         "eps": eps_text(eps),
         "clean_acc": percent(worst.clean_acc),
-        "reported": "",
+        "reported": "" if paper is None else percent(paper),
         "autoattack_acc": percent(worst.robust_acc),
         "footnote": "; ".join(notes) + ".",
         "threat_model": THREAT_MODEL["linf"],
