@@ -72,3 +72,42 @@ def test_models_and_perturbations_share_it():
         make_config(node.Config, {"no_such_key": 1})
     with pytest.raises(UserError, match="unknown training key"):
         build_dataclass(TrainConfig, {"epoch": 3}, "training")
+
+
+def test_dotted_keys_address_the_nested_configs_and_flat_keys_still_work():
+    from zubov_bench.data import load_dataset
+    from zubov_bench.models import create_model
+    from zubov_bench.training import resolve_run_config
+
+    resolved = resolve_run_config("zubov", "digits", None, {}, {"lyapunov.form": "bregman", "lyap_width": "48",
+                                                                  "boundary.enabled": "false", "boundary.rays": "8"})
+    cfg = resolved["model_config"]
+    assert (cfg["lyap_form"], cfg["lyap_width"], cfg["boundary"], cfg["boundary_rays"]) == ("bregman", "48", "false", "8")
+    assert not any("." in key for key in cfg)  # stored flat, as every committed checkpoint holds it
+    model = create_model("zubov", load_dataset("digits").spec, **cfg)
+    assert (model.lyap.cfg.form, model.lyap.cfg.width) == ("bregman", 48)
+    assert (model.boundary_cfg.enabled, model.boundary_cfg.rays) == (False, 8)
+    with pytest.raises(UserError, match="valid in boundary: enabled, rays"):
+        resolve_run_config("zubov", "digits", None, {}, {"boundary.ray": "8"})
+    with pytest.raises(UserError, match="unknown config section 'lyapunov'.*node"):
+        resolve_run_config("node", "digits", None, {}, {"lyapunov.form": "bregman"})
+
+
+def test_nested_configs_are_copied_by_name():
+    """Every field of each sub-config comes from the flat field of that name (distinct values, so
+    a swapped pair would show), and a sub field without its flat partner fails loudly."""
+    from zubov_bench.config import Nested
+
+    zubov = MODELS.get("zubov").Config
+    for section, nested in zubov.nested.items():
+        flat = zubov()
+        sub_fields = dataclasses.fields(nested.cls)
+        for i, f in enumerate(sub_fields):
+            value = getattr(flat, nested.flat_name(f.name))
+            marker = {bool: value, int: 1000 + i, float: 1000.5 + i, str: f"marker{i}"}[type(value)]
+            object.__setattr__(flat, nested.flat_name(f.name), marker)
+        built = nested.build(flat)
+        for f in sub_fields:
+            assert getattr(built, f.name) == getattr(flat, nested.flat_name(f.name)), (section, f.name)
+    with pytest.raises(AttributeError):
+        Nested(nested.cls, "no_such_prefix_").build(zubov())

@@ -1,6 +1,7 @@
 """Reading YAML or TOML config files into {model, dataset, train: {...}, model: {...}}."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .errors import UserError
@@ -121,3 +122,41 @@ def build_dataclass(cls: type, values: dict, what: str):
         raise UserError(f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields)) or '(none)'}")
     hints = typing.get_type_hints(cls)
     return cls(**{k: coerce(v, hints[k], k) for k, v in values.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Nested:
+    """A sub-config (e.g. the Lyapunov network's) kept as flat fields of its model's config, which
+    committed checkpoints store: sub field `name` lives in the flat field `prefix + name`, or in
+    `renames[name]`. `build` copies by name, so a field added to either side without its partner
+    fails at construction instead of shifting positional arguments."""
+    cls: type
+    prefix: str
+    renames: dict = dataclasses.field(default_factory=dict)
+
+    def flat_name(self, name: str) -> str:
+        return self.renames.get(name, self.prefix + name)
+
+    def build(self, flat):
+        return self.cls(**{f.name: getattr(flat, self.flat_name(f.name)) for f in dataclasses.fields(self.cls)})
+
+
+def flatten_dotted(values: dict, nested: dict, owner: str) -> dict:
+    """Dotted keys (`lyapunov.form`) to the flat fields they address (`lyap_form`), in order, so a
+    later source still overrides an earlier one; flat keys pass through."""
+    out = {}
+    for key, value in values.items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            out[key] = value
+            continue
+        if section not in nested:
+            raise UserError(f"unknown config section {section!r} in {key!r} for {owner}; "
+                            f"sections: {', '.join(sorted(nested)) or '(none)'}")
+        sub = nested[section]
+        names = [f.name for f in dataclasses.fields(sub.cls)]
+        if name not in names:
+            raise UserError(f"unknown key {key!r} for {owner}; valid in {section}: {', '.join(names)}")
+        out.pop(sub.flat_name(name), None)  # keep insertion order = precedence order
+        out[sub.flat_name(name)] = value
+    return out

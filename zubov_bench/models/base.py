@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from ..config import coerce  # the one coercion of typed settings
+from ..config import coerce, flatten_dotted  # the one coercion of typed settings
 from ..data.base import DataSpec
 from ..errors import UserError
 from .ode import CountingField, SolverConfig, SolverMixin, integrate
@@ -56,6 +56,7 @@ class Stage:
 
 
 def make_config(config_cls, overrides: dict):
+    overrides = flatten_dotted(overrides, getattr(config_cls, "nested", {}), config_cls.__qualname__)
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - set(fields))
     if unknown:

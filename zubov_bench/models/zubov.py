@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
+from ..config import Nested
 from ..data.base import DataSpec
 from ..errors import UserError
 from .base import ODEConfig, ODEModel, batch_accuracy
@@ -20,6 +22,12 @@ from .registry import register_model
 
 @dataclass
 class ZubovConfig(ODEConfig):
+    # The Lyapunov network's and the boundary sampler's configs, stored flat (as every checkpoint
+    # holds them) and built by field name; `--set lyapunov.form=bregman` addresses lyap_form.
+    nested: ClassVar[dict] = {
+        "lyapunov": Nested(LyapunovConfig, "lyap_", {"rehu_delta": "rehu_delta"}),
+        "boundary": Nested(BoundaryConfig, "boundary_", {"enabled": "boundary"}),
+    }
     # equilibria (§2.1)
     r: float = 3.0  # e_k = r * v_k
     learn_equilibria: bool = False
@@ -158,18 +166,12 @@ class ZubovNet(ODEModel):
             field = AnchoredField(field, cfg.field_anchor)
         super().__init__(spec, cfg, field)
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
-        self.lyap = LyapunovNet(cfg.r * simplex_vectors(spec.num_classes, cfg.d), LyapunovConfig(
-            cfg.lyap_layers, cfg.lyap_width, cfg.lyap_context, cfg.lyap_context_dim,
-            cfg.lyap_attention, cfg.lyap_kind, cfg.lyap_form, cfg.rehu_delta, cfg.lyap_quad),
-            learn_equilibria=cfg.learn_equilibria)
+        self.lyap = LyapunovNet(cfg.r * simplex_vectors(spec.num_classes, cfg.d), cfg.nested["lyapunov"].build(cfg),
+                                learn_equilibria=cfg.learn_equilibria)
         if cfg.field_anchor:
             field.bind(self.lyap)
         self.log_tau = nn.Parameter(torch.tensor(cfg.tau).log(), requires_grad=cfg.learn_tau)
-        self.boundary_cfg = BoundaryConfig(
-            enabled=cfg.boundary, rays=cfg.boundary_rays, data_fraction=cfg.boundary_data_fraction,
-            root=cfg.boundary_root, rounds=cfg.boundary_rounds, r0=cfg.boundary_r0,
-            max_doublings=cfg.boundary_max_doublings, shells=cfg.boundary_shells,
-            shell_delta=cfg.boundary_shell_delta)
+        self.boundary_cfg = cfg.nested["boundary"].build(cfg)
 
     @property
     def equilibria(self) -> torch.Tensor:

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import build_dataclass, load_config_file
+from ..config import build_dataclass, flatten_dotted, load_config_file
 from ..data import load_dataset
 from ..errors import UserError
 from ..io import ensure_writable_dir, reporting_write_faults, write_json, write_text
-from ..models import create_model
+from ..models import MODELS, create_model
 from ..presets import resolve_preset
 from ..device import resolve_device
 from . import distributed
@@ -34,7 +34,11 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
     preset = resolve_preset(model, dataset)
     train = {**preset["train"], **file_cfg.get("train", {}),
              **{k: v for k, v in train_overrides.items() if v is not None}}
-    model_cfg = {**preset["model"], **file_cfg.get("model_config", {}), **model_overrides}
+    # dotted keys (lyapunov.form) become the flat fields they name per source, so precedence holds
+    nested = getattr(getattr(MODELS.get(model), "Config", None), "nested", {})
+    model_cfg = {}
+    for source in (preset["model"], file_cfg.get("model_config", {}), model_overrides):
+        model_cfg.update(flatten_dotted(source, nested, model))
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(train) - known)
     if unknown:
