@@ -17,7 +17,8 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML or TOML file with model, dataset, train: {...} and model_config: {...}.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override one model config value (repeatable), e.g. --set lambda_con=0.")
+              help="Override one model config value (repeatable), e.g. --set lambda_con=0; a dotted key "
+                   "addresses a nested config, e.g. --set lyapunov.form=bregman.")
 @click.option("--label", help="Method name in tables (default: the model name), e.g. for an ablation.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default checkpoints/MODEL-DATASET-sSEED).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
