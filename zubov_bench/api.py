@@ -73,6 +73,7 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
     from .evaluation.plan import eval_subset, parse_attacks, parse_eps
     from .evaluation.solver_view import parse_grad_solvers
     from .evaluation.store import ResultsStore, check_writable_target
+    from .models.protocols import is_lyapunov_model
 
     if dataset is None:
         raise UserError("evaluate(module, ...) needs dataset=, e.g. dataset='digits'")
@@ -110,6 +111,8 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
             resolve_views(ctx, views)
             ids = runner._evaluate_checkpoint(ctx, requests, eps, opts.seed, store, opts.force, None,
                                               opts.progress, runner._stderr)
+            if is_lyapunov_model(model):  # as eval does: are its V Lyapunov functions of its flow?
+                runner.record_alignment(ctx, opts.seed, store, opts.force, runner._stderr)
     finally:
         module.train(was_training)  # the caller's module as it was, except for its device
         for parameter, flag in grad_flags:
