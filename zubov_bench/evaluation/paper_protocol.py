@@ -57,8 +57,9 @@ class PaperAttack:
         object.__setattr__(self, name, value)
 
     def settings(self) -> dict:
+        # the citation stays on the class (and in docs): records and summaries keep only what changes the run
         return {**self.inner.settings(), "protocol": PAPER, "eps_units": self.protocol.eps_units,
-                "eps_scale": self.scale, "citation": self.protocol.citation}
+                "eps_scale": self.scale}
 
     def __call__(self, model, x, y, severity, generator, index=None):
         return self.inner(model, x, y, float(severity) * self.scale, generator, index)
