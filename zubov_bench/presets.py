@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import copy
 
+from .config import TrainConfig
+
 # Each model's recipes live on its class, beside @register_model (Zubov-Net's, with its mechanism
 # sets, in models/zubov.py); the sets stay importable from here, where the docs cite them.
 from .models.zubov import ZUBOV_ALIGNED, ZUBOV_SPEC  # noqa: F401
 
-TRAIN_DEFAULTS = {
-    "epochs": 10, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "seed": 0,
-    "schedule": "cosine", "grad_clip": 0.0, "save_every_steps": 0, "eval_batch_size": 1000,
-}
+# The train keys a preset resolves (and a run's config.yaml stores); their defaults are TrainConfig's
+PRESET_TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "schedule", "grad_clip",
+                     "save_every_steps", "eval_batch_size")
+TRAIN_DEFAULTS = {key: getattr(TrainConfig, key) for key in PRESET_TRAIN_KEYS}
 
 DATASET_PRESETS = {
     "digits": {"train": {"epochs": 20, "batch_size": 64, "lr": 3e-3}, "model": {}},

@@ -16,6 +16,7 @@ from .. import __version__
 from ..checkpoint import safe_torch_load, save_checkpoint
 from ..data import DatasetBundle
 from ..device import deterministic_algorithms, resolve_device
+from ..config import TrainConfig  # noqa: F401  (its home is config.py; re-exported here)
 from ..errors import UserError
 from ..io import write_bytes, write_json
 from ..models.ode import SolverError, compile_field
@@ -29,40 +30,6 @@ MODEL_FILE = "model.pt"
 
 class NumericalError(UserError):
     """A NaN/Inf loss or state, or a solver failure, during training."""
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    schedule: str = "cosine"  # cosine | none
-    grad_clip: float = 0.0
-    save_every_steps: int = 0  # also checkpoint every N steps (0: every epoch only)
-    eval_batch_size: int = 1000
-    device: str = "cpu"
-    progress: bool = True
-    deterministic: bool = True  # torch deterministic kernels: a seed reproduces bit for bit
-    compile: bool = False  # torch.compile the model's vector field
-    adv_eps: float = 0.0  # > 0: PGD adversarial training at this L∞ radius (training/adversarial.py)
-    adv_steps: int = 7  # PGD steps per batch when adv_eps > 0
-    log: str = "csv"  # csv: metrics.csv; tensorboard: event files beside it too (training/loggers.py)
-
-    def validate(self) -> None:
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.save_every_steps < 0:
-            raise UserError("weight_decay, grad_clip and save_every_steps must be >= 0")
-        if not (0 <= self.adv_eps <= 1) or self.adv_steps < 1:
-            raise UserError(f"adv_eps must be in [0, 1] and adv_steps >= 1, got {self.adv_eps} and {self.adv_steps}")
-        if self.schedule not in ("cosine", "none"):
-            raise UserError(f"unknown schedule {self.schedule!r}; use cosine or none")
 
 
 def environment(device: torch.device) -> dict:
