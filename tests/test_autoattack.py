@@ -7,6 +7,10 @@ Neural ODE fixture is used where APGD-CE alone fools every sample.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,11 +186,9 @@ def test_flags_show_in_tables_apart_from_sanity_checks():
 
 
 def test_a_run_interrupted_after_an_attack_resumes_there(digits, small_mlp, tmp_path, caplog):
-    """Interrupted inside FAB-T (after APGD-CE and APGD-T finished), the run resumes at FAB-T and
+    """SIGKILLed inside FAB-T (after APGD-CE and APGD-T finished), the run resumes at FAB-T and
     returns the same examples as an uninterrupted run."""
     import logging
-
-    from pyautoattack.fab_pt import FABAttack_PT
 
     from zubov_bench.perturbations.autoattack import run_autoattack
 
@@ -196,16 +198,25 @@ def test_a_run_interrupted_after_an_attack_resumes_there(digits, small_mlp, tmp_
     settings = dict(eps=0.1, norm="linf", version="standard", seed=3)
     reference = run_autoattack(small_mlp, x, y, **settings)
 
-    original = FABAttack_PT.perturb
-
-    def killed(self, *a, **k):
-        raise KeyboardInterrupt
-    FABAttack_PT.perturb = killed
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_autoattack(small_mlp, x, y, **settings, state_dir=tmp_path)
-    finally:
-        FABAttack_PT.perturb = original
+    # A separate process runs the same attack and is SIGKILLed (no handler, no cleanup) the moment
+    # FAB-T starts: what survives is only what the state file had on disk by then.
+    torch.save({"weights": small_mlp.state_dict(), "x": x, "y": y}, tmp_path / "inputs.pt")
+    script = f"""
+import os, signal, sys
+import torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pyautoattack.fab_pt import FABAttack_PT
+from test_autoattack import SmallMLP
+from zubov_bench.perturbations.autoattack import run_autoattack
+data = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
+model = SmallMLP()
+model.load_state_dict(data["weights"])
+model.eval()
+FABAttack_PT.perturb = lambda self, *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+run_autoattack(model, data["x"], data["y"], **{settings!r}, state_dir={str(tmp_path)!r})
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = json.loads(next(tmp_path.glob("autoattack-*.json")).read_text())
     assert state["_run_attacks"] == ["apgd-ce", "apgd-t"]
     with caplog.at_level(logging.DEBUG, logger="auto-attack"):
