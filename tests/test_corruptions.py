@@ -190,3 +190,14 @@ def test_plot_group_writes_the_example_figure(tmp_path):
     assert (tmp_path / f"{GROUP}-digits.png").stat().st_size > 10_000
     missing = CliRunner().invoke(main, ["plot", "--group", GROUP, "--out", str(tmp_path)])
     assert missing.exit_code != 0 and "--dataset" in missing.output
+
+
+def test_a_fractional_severity_is_refused_before_any_record(untrained_ckpt, tmp_path):
+    """Planning refuses 2.5 for a corruption (integer severities only), so nothing is written:
+    a mix with a valid attack must not leave the valid one's records behind either."""
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["eval", "-c", untrained_ckpt, "-a", "gaussian", "-a", "rotate",
+                                       "--eps", "2.5", "--n-samples", "4", "--out", str(out)])
+    assert result.exit_code != 0
+    assert "rotate: severity must be an integer" in result.output and "Traceback" not in result.output
+    assert not (out / "records.jsonl").exists()

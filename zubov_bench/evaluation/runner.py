@@ -184,8 +184,7 @@ def _validate_checkpoint(path: str, requests: list[AttackRequest], eps, transfer
         perturbation = _create(req)
         perturbation.prepare()
         for severity in _severities(perturbation, req, eps, spec):
-            if not 0 < severity <= perturbation.max_severity:
-                raise UserError(f"{req.name}: severity {severity:g} is outside (0, {perturbation.max_severity:g}]")
+            perturbation.check_severity(severity)
 
 
 def _create(req: AttackRequest):

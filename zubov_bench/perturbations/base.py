@@ -93,6 +93,12 @@ class Perturbation:
     def validate(self) -> None:
         """Check parameter values; raise UserError. Override where ranges matter."""
 
+    def check_severity(self, severity: float) -> None:
+        """UserError unless `severity` is one this perturbation can run; the evaluation calls it
+        for every planned severity before any record is computed."""
+        if not (0.0 < severity <= self.max_severity):
+            raise UserError(f"{self.name}: severity {severity:g} is outside (0, {self.max_severity:g}]")
+
     def prepare(self) -> None:
         """Load what the perturbation needs besides its parameters (a source checkpoint), so that
         bad input fails before any record is computed. Creating an instance loads nothing."""

@@ -61,6 +61,9 @@ class Corruption(Perturbation):
                             f"{SEVERITIES[-1]}, got {severity:g}")
         return self.levels[int(severity) - 1]
 
+    def check_severity(self, severity: float) -> None:
+        self.level(severity)
+
     def rng(self, seed: int, index: int) -> np.random.Generator:
         """The example's random stream: a pure function of (seed, index, corruption name)."""
         return np.random.default_rng([seed, index, zlib.crc32(self.name.encode())])
