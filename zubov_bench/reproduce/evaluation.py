@@ -13,7 +13,9 @@ from typing import Callable
 
 from ..errors import UserError
 from ..evaluation import evaluate
+from ..evaluation.paper_protocol import PAPER, PaperAttack, protocol_of
 from ..evaluation.plan import parse_attacks
+from ..models import MODELS
 from ..perturbations import PERTURBATIONS, create_perturbation
 from .preset import AttackGroup, EvalPlan
 from .state import RunState
@@ -46,12 +48,28 @@ def transfer_source(plan: EvalPlan) -> str | None:
     return plan.transfer_source if wanted else None
 
 
-def validate_groups(plan: EvalPlan) -> None:
+def is_paper(spec: str) -> bool:
+    """`paper`: each model's own paper attack (a trait of its class), not a perturbation name."""
+    return attack_name(spec) == PAPER
+
+
+def paper_models(models: list[str]) -> tuple[list[str], list[str]]:
+    """(models whose class declares a paper protocol, models that declare none)."""
+    declared = [m for m in models if protocol_of(MODELS.get(m)) is not None]
+    return declared, [m for m in models if m not in declared]
+
+
+def validate_groups(plan: EvalPlan, models: list[str] = ()) -> None:
     """Fail on a bad attack spec before any training starts. An attack that needs a source is
-    checked without it (the source is trained by the preset; creating the attack loads nothing)."""
+    checked without it (the source is trained by the preset; creating the attack loads nothing).
+    `paper` is checked by building the paper attack each of `models` declares."""
     for group in plan.groups:
         specs = [s for s in group.attacks if attack_name(s) == ALL or not needs_source(s)]
         for request in parse_attacks(specs) if specs else []:
+            if request.name == PAPER:
+                for model in paper_models(list(models))[0]:
+                    PaperAttack(protocol_of(MODELS.get(model)), (1.0,))
+                continue
             create_perturbation(request.name, **request.params)
         for spec in group.attacks:
             if attack_name(spec) != ALL and needs_source(spec):

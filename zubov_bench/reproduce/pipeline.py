@@ -285,7 +285,7 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
             MODELS.get(preset.variant(helper).model)
     for dataset in preset.datasets + ([preset.roa.dataset] if preset.roa else []):
         DATASETS.get(dataset)
-    validate_groups(preset.eval)
+    validate_groups(preset.eval, [preset.variant(name).model for name in names])
     resolve_device(device)
     for option, value in (("--threads", threads), ("--jobs", jobs)):
         if value is not None and value < 1:
