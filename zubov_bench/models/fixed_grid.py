@@ -9,6 +9,8 @@ stages, and the arithmetic is torchdiffeq's, in the same order, so the results a
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -40,28 +42,68 @@ def _step(method: str, f: Field, t: torch.Tensor, dt: float, y0: torch.Tensor) -
     return (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
 
 
-def solve_fixed(f: Field, z0: torch.Tensor, times: torch.Tensor, method: str, step_size: float) -> torch.Tensor:
-    """States at `times` (increasing, on any device), shape (len(times), *z0.shape)."""
-    cpu_times = times.detach().cpu()
-    grid = time_grid(cpu_times, step_size)
-    t0, t1 = grid[:-1], grid[1:]
-    dt = t1 - t0
-    # stage times in the grid's dtype, computed as torchdiffeq computes them, moved once
-    stages = torch.stack([t0, t0 + dt * (1 / 3), t0 + dt * (2 / 3), t1, t0 + 0.5 * dt], dim=1)
-    stages_dev = stages.to(z0.device)
-    out, j, y0 = [z0], 1, z0
-    for i in range(len(dt)):
-        y1 = y0 + _step(method, f, stages_dev[i], float(dt[i]), y0)
-        while j < len(times) and t1[i] >= cpu_times[j]:
-            out.append(_linear_interp(t0[i], t1[i], y0, y1, cpu_times[j]))
-            j += 1
+def solve_fixed(f: Field, z0: torch.Tensor, times: torch.Tensor | tuple[float, ...], method: str,
+                step_size: float) -> torch.Tensor:
+    """States at `times` (increasing; a CPU tensor, or a tuple of floats in z0's dtype), shape
+    (len(times), *z0.shape).
+
+    The loop reads nothing back from the device: the grid, the step sizes and the interpolation
+    weights are Python numbers of a plan built once per (times, dtype, step size) on the CPU, and
+    the stage times are moved to the device once per plan and device. An attack iteration thus
+    costs no host synchronisation here (tests/test_host_sync.py counts them).
+    """
+    key = tuple(times.tolist()) if isinstance(times, torch.Tensor) else tuple(times)
+    plan = _plan(key, z0.dtype, float(step_size))
+    stages = _device_stages(key, z0.dtype, float(step_size), z0.device)
+    out, y0 = [z0], z0
+    for i, dt in enumerate(plan.dts):
+        y1 = y0 + _step(method, f, stages[i], dt, y0)
+        for weight in plan.outputs[i]:  # the requested times inside step i
+            out.append(y0 if weight is AT_START else y1 if weight is AT_END else y0 + weight * (y1 - y0))
         y0 = y1
     return torch.stack(out)
 
 
-def _linear_interp(t0: torch.Tensor, t1: torch.Tensor, y0, y1, t: torch.Tensor):
+@dataclass(frozen=True)
+class _Plan:
+    dts: tuple[float, ...]  # step sizes, as torchdiffeq computes them in the grid's dtype
+    stages: torch.Tensor  # (steps, 5) stage times on the CPU
+    outputs: tuple[tuple[object, ...], ...]  # per step: the times it reaches, as AT_START, AT_END or a weight
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(times: tuple[float, ...], dtype: torch.dtype, step_size: float) -> _Plan:
+    cpu_times = torch.tensor(times, dtype=dtype)
+    grid = time_grid(cpu_times, step_size)
+    t0, t1 = grid[:-1], grid[1:]
+    dt = t1 - t0
+    # stage times in the grid's dtype, computed as torchdiffeq computes them
+    stages = torch.stack([t0, t0 + dt * (1 / 3), t0 + dt * (2 / 3), t1, t0 + 0.5 * dt], dim=1)
+    outputs, j = [], 1
+    for i in range(len(dt)):
+        weights = []
+        while j < len(cpu_times) and t1[i] >= cpu_times[j]:
+            weights.append(_interp_weight(t0[i], t1[i], cpu_times[j]))
+            j += 1
+        outputs.append(tuple(weights))
+    return _Plan(tuple(float(d) for d in dt), stages, tuple(outputs))
+
+
+@functools.lru_cache(maxsize=256)
+def _device_stages(times: tuple[float, ...], dtype: torch.dtype, step_size: float,
+                   device: torch.device) -> torch.Tensor:
+    """The plan's stage times on `device`: one copy per plan, not one per solve."""
+    return _plan(times, dtype, step_size).stages.to(device)
+
+
+AT_START, AT_END = object(), object()  # a requested time equal to a step's start or end: that state
+
+
+def _interp_weight(t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor):
+    """torchdiffeq's linear interpolation weight of `t` in [t0, t1] (a weight that rounds to 1
+    is not the end state: torchdiffeq still interpolates, and so do we)."""
     if t == t0:
-        return y0
+        return AT_START
     if t == t1:
-        return y1
-    return y0 + float((t - t0) / (t1 - t0)) * (y1 - y0)
+        return AT_END
+    return float((t - t0) / (t1 - t0))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -83,12 +84,13 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
     import torchdiffeq
 
     only_last = times is None
+    if solver.method in fixed_grid.METHODS and not solver.adjoint:  # its grid is built on the CPU
+        # so a GPU solve does not wait for a copy back; the default [0, T] is not even a tensor
+        grid_times = _start_and_end(solver.T, z0.dtype) if only_last else times.detach().to("cpu", z0.dtype)
+        return _last_or_all(fixed_grid.solve_fixed(func, z0, grid_times, solver.method, solver.T / solver.steps),
+                            only_last)
     if only_last:
         times = torch.tensor([0.0, solver.T])
-    if solver.method in fixed_grid.METHODS and not solver.adjoint:  # its grid is built on the CPU
-        times = times.detach().to("cpu", z0.dtype)  # so a GPU solve does not wait for a copy back
-        return _last_or_all(fixed_grid.solve_fixed(func, z0, times, solver.method, solver.T / solver.steps),
-                            only_last)
     times = times.to(device=z0.device, dtype=z0.dtype)
     if solver.adaptive:
         kw = dict(rtol=solver.rtol, atol=solver.atol, options=dict(max_num_steps=solver.max_num_steps))
@@ -102,6 +104,12 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
             raise SolverError(f"ODE solver {solver.describe()} failed: {exc}") from None
         raise
     return _last_or_all(zs, only_last)
+
+
+@functools.lru_cache(maxsize=64)
+def _start_and_end(T: float, dtype: torch.dtype) -> tuple[float, float]:
+    """[0, T] as torchdiffeq would see it (a float32 tensor cast to the state's dtype), as floats."""
+    return tuple(torch.tensor([0.0, T]).to(dtype).tolist())
 
 
 def _last_or_all(zs: torch.Tensor, only_last: bool) -> torch.Tensor:
