@@ -68,7 +68,10 @@ def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alig
         text = render(build_group_tables(load_records(results_dir), group, dataset, tuple(grad_solvers)), fmt)
     else:
         names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
-        tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names)
+        from ..evaluation import ResultsStore
+
+        tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names,
+                              outcomes=ResultsStore(results_dir).outcomes)
         text = render(tables, fmt)
     if out:
         write_text(out, text)

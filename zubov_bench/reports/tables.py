@@ -11,7 +11,8 @@ from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, colum
 from .certified import CERTIFIED_NOTE, certified_column, certified_group, flag_certified_cells, is_certified
 from .groups import add_group_means, group_title, groups_present, is_group_member
 from .paper import PAPER_NOTE, paper_cells, split_paper_records
-from .labels import perturbation_label, severity_label, threat_severity_label, perturbation_name
+from .seed_coverage import EVERY_SEED_NAME, narrow_worst_cases, narrowed_note, partial_attack_notes
+from .labels import THREATS, perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,11 @@ class Table:
 
 
 def build_tables(records: list[Record], dataset: str | None = None, grad_solvers: tuple[str, ...] = (),
-                 worst_case: bool = False, only: tuple[str, ...] = ()) -> list[Table]:
+                 worst_case: bool = False, only: tuple[str, ...] = (), outcomes=None) -> list[Table]:
     """One table per dataset (or only `dataset`); never re-runs anything. `only` keeps the columns
-    of these perturbations (and `worst-case`) beside clean accuracy, e.g. for a compact table."""
+    of these perturbations (and `worst-case`) beside clean accuracy, e.g. for a compact table.
+    `outcomes(record_id)` (the store's per-example arrays), when given, lets a worst case whose
+    attacks ran on only some training seeds show its every-seed column (reports/seed_coverage.py)."""
     records = filter_records(records, dataset, grad_solvers)
     if not records:
         raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
@@ -65,14 +68,16 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
     if unknown:
         raise UserError(f"no records of {', '.join(unknown)}; these results have: "
                         f"{', '.join(sorted(present))}")
-    return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case, only)
+    return [_build(ds, [r for r in records if r.dataset == ds], grad_solvers, worst_case, only, outcomes)
             for ds in ordered(r.dataset for r in records)]
 
 
-def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, only: tuple[str, ...] = ()) -> Table:
+def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, only: tuple[str, ...] = (),
+           outcomes=None) -> Table:
     records, paper = split_paper_records(records)  # the paper protocol gets its own columns, never a strict cell
     cells = summarize(records)
     flag_certified_cells(cells, records)
+    narrowed = {entry.key: entry for entry in narrow_worst_cases(cells, records, outcomes)}
     methods = ordered(r.method for r in records)
     columns = [Column("", "Clean", CLEAN)] + [c for c in (_worst_case_columns(records) if worst_case
                                                           else _plain_columns(records))
@@ -85,6 +90,10 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
         columns = columns[:1] + [Column("", group_title(g), key) for g, key, _ in means] \
             + [c for c in columns[1:] if not is_group_member(c.key) or c.key[0] in only]
         group_notes = [note for _, _, note in means]
+    columns = _with_every_seed_columns(columns, narrowed, cells, worst_case)
+    group_notes += [narrowed_note(entry, bool(entry.every_seed)) for key, entry in narrowed.items()
+                    if any(c.key == key for c in columns)]
+    group_notes += partial_attack_notes(cells, records, [c.key for c in columns])
     mark_best(cells, methods, [c.key for c in columns])
     for label, key, extra in paper_cells(paper, records, dataset):  # after mark_best: a gap is no score
         columns.append(Column("Paper protocol", label, key))
@@ -96,6 +105,26 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
     table = Table(title, dataset, methods, columns, cells, [])
     table.notes = _notes(table, grad_solvers) + group_notes
     return table
+
+
+def _with_every_seed_columns(columns: list[Column], narrowed: dict, cells: dict, worst_case: bool) -> list[Column]:
+    """Every-seed columns of worst cases whose attacks ran on only some seeds: in the worst-case table
+    right after their worst-case column, in the plain table after the last worst case of their threat
+    (so that each header spans consecutive columns)."""
+    extra: dict[tuple, list[Column]] = {}  # the column to follow -> columns
+    for column in columns:
+        entry = narrowed.get(column.key)
+        if entry is None or not entry.every_seed:
+            continue
+        threat = column.key[1]
+        if worst_case:
+            anchor, new = column.key, Column(column.group, EVERY_SEED_NAME, entry.every_seed_key)
+        else:
+            anchor = [c.key for c in columns if c.key[0] == column.key[0] and c.key[1] == threat][-1]
+            new = Column(f"{EVERY_SEED_NAME} {THREATS.get(threat, threat)} (ε)", column.label, entry.every_seed_key)
+        extra.setdefault(anchor, []).append(new)
+        cells.update(entry.every_seed)
+    return [c for column in columns for c in [column, *extra.get(column.key, [])]]
 
 
 def _plain_columns(records: list[Record]) -> list[Column]:

@@ -108,6 +108,8 @@ def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str
     transfer_from = None if is_source or source is None else source[0]
     calls = []
     for group in plan.groups:
+        if not group.runs_on(run.seed):  # e.g. AutoAttack on training seed 0 only
+            continue
         attacks = group_attacks(group, is_source)
         if not attacks:
             continue

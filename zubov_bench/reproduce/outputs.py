@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..evaluation import ResultsStore
 from ..io import write_text
 from ..reports import build_tables, load_records, plot_results, render, write_roa_figure
 from ..reports.alignment import load_alignment, render_alignment
@@ -23,7 +24,7 @@ def write_tables(out: Path) -> list[Path]:
     records = load_records(out)
     written = []
     for worst_case, stem in TABLE_STEMS.items():
-        tables = build_tables(records, None, (), worst_case)
+        tables = build_tables(records, None, (), worst_case, outcomes=ResultsStore(out).outcomes)
         for fmt, ext in TABLE_FORMATS:
             path = out / TABLES / f"{stem}.{ext}"
             write_text(path, render(tables, fmt))

@@ -42,6 +42,10 @@ class AttackGroup:
 
     attacks: tuple[str, ...]
     eps: tuple[float, ...] | None = None  # None: the dataset's grid (noises keep their own)
+    seeds: tuple[int, ...] | None = None  # None: every checkpoint; else those of these training seeds
+
+    def runs_on(self, train_seed: int) -> bool:
+        return self.seeds is None or train_seed in self.seeds
 
 
 @dataclass
@@ -157,21 +161,27 @@ def _overrides(name: str, key: str, value) -> dict:
 
 
 def _attack_groups(name: str, items) -> list[AttackGroup]:
-    """A list of attack specs; an item may be {attack: SPEC, eps: [..]} for its own grid."""
+    """A list of attack specs; an item may be {attack: SPEC, eps: [..], seeds: [..]} for its own grid
+    and only the checkpoints of those training seeds."""
     _require(isinstance(items, list) and items, name, "eval.attacks must be a non-empty list")
-    grids: dict[tuple | None, list[str]] = {}
+    grids: dict[tuple, list[str]] = {}
     for item in items:
         if isinstance(item, dict):
-            _check_keys(name, "an eval.attacks item", item, {"attack", "eps"})
-            spec, eps = item.get("attack"), item.get("eps")
+            _check_keys(name, "an eval.attacks item", item, {"attack", "eps", "seeds"})
+            spec, eps, seeds = item.get("attack"), item.get("eps"), item.get("seeds")
         else:
-            spec, eps = item, None
+            spec, eps, seeds = item, None, None
         _require(isinstance(spec, str) and spec.strip(), name, f"bad attack item {item!r}")
         if eps is not None:
-            eps = tuple(float(e) for e in (eps if isinstance(eps, list) else [eps]))
-            _require(all(e > 0 for e in eps), name, f"eps of {spec} must be > 0")
-        grids.setdefault(eps, []).append(spec.strip())
-    return [AttackGroup(tuple(specs), eps) for eps, specs in grids.items()]
+            try:
+                eps = tuple(float(e) for e in (eps if isinstance(eps, list) else [eps]))
+            except (TypeError, ValueError):
+                eps = (0.0,)
+            _require(all(e > 0 for e in eps), name, f"eps of {spec} must be numbers > 0")
+        if seeds is not None:
+            seeds = tuple(sorted(set(_int_list(name, f"seeds of {spec}", seeds))))
+        grids.setdefault((eps, seeds), []).append(spec.strip())
+    return [AttackGroup(tuple(specs), eps, seeds) for (eps, seeds), specs in grids.items()]
 
 
 def _eval_plan(name: str, data: dict) -> EvalPlan:
@@ -248,6 +258,13 @@ def parse_preset(name: str, data: dict) -> Preset:
     models = list(variants) if variants else data.get("models", "all")
     tradeoff = {"threat": "linf", "eps": None, **(data.get("tradeoff") or {})}
     _require(tradeoff["threat"] in ("linf", "l2"), name, "tradeoff.threat must be linf or l2")
+    seeds = _int_list(name, "seeds", data.get("seeds", [0]))
+    trained = set(seeds).union(*(v.seeds or () for v in variants.values()))
+    plan = _eval_plan(name, data.get("eval") or {})
+    for group in plan.groups:
+        unknown = sorted(set(group.seeds or ()) - trained)
+        _require(not unknown, name, f"{', '.join(group.attacks)}: seeds {unknown} are not trained by this preset "
+                                    f"(its seeds: {', '.join(map(str, sorted(trained)))})")
     threads, jobs = data.get("threads"), data.get("jobs", 1)
     for key, value in (("threads", threads), ("jobs", jobs)):
         _require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1),
@@ -258,10 +275,10 @@ def parse_preset(name: str, data: dict) -> Preset:
         datasets=_str_list(name, "datasets", data.get("datasets", ["digits"])),
         models=None if models == "all" else _str_list(name, "models", models),
         exclude=_exclusions(name, data.get("exclude")),
-        seeds=_int_list(name, "seeds", data.get("seeds", [0])),
+        seeds=seeds,
         train=_overrides(name, "train", data.get("train")),
         model_config=_overrides(name, "model_config", data.get("model_config")),
-        eval=_eval_plan(name, data.get("eval") or {}),
+        eval=plan,
         tradeoff=tradeoff,
         roa=_roa_plan(name, data.get("roa")),
         notes=[str(n) for n in data.get("notes") or []],

@@ -125,6 +125,11 @@ def reductions(preset: Preset, runs, dataset_grids: dict[str, dict]) -> list[str
     for group in plan.groups:
         for spec in group.attacks:
             lines += _attack_reductions(spec, group.eps, grid)
+        trained = sorted({run.seed for run in runs})
+        if group.seeds is not None and set(trained) - set(group.seeds):
+            lines.append(f"{', '.join(f'`{s}`' for s in group.attacks)} only on the checkpoints of training "
+                         f"seed(s) {', '.join(map(str, group.seeds))} (of {', '.join(map(str, trained))}); the "
+                         "tables' notes say which columns that narrows and how the worst case treats it")
     if plan.grad_solver:
         lines.append(f"gradients only through {plan.grad_solver} (full protocol: deployed + an RK4 unroll)")
     selected = {run.method for run in runs}
