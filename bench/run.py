@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import attacks  # noqa: E402
 import compiled_field  # noqa: E402
+import contention  # noqa: E402
 import gpu  # noqa: E402
 import solvers  # noqa: E402
 import train_step  # noqa: E402
@@ -24,8 +25,9 @@ from zubov_bench.device import resolve_device  # noqa: E402
 from zubov_bench.io import write_text  # noqa: E402
 from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
 
-BENCHMARKS = ("train_step", "throughput", "autoattack", "compile", "attacks", "solvers")  # run order
+BENCHMARKS = ("train_step", "throughput", "autoattack", "compile", "attacks", "solvers", "contention")  # run order
 GPU_ONLY = ("throughput", "autoattack")  # hours on a CPU: run there only when named with --only
+CPU_ONLY = ("contention",)  # CPU threads against a competing process
 
 
 def trained_checkpoints(folder: Path, epochs: int) -> dict[str, str]:
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="write the report to bench/RESULTS.md")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    default = [b for b in BENCHMARKS if device.type == "cuda" or b not in GPU_ONLY]
+    default = [b for b in BENCHMARKS if b not in (CPU_ONLY if device.type == "cuda" else GPU_ONLY)]
     chosen = [b for b in BENCHMARKS if b in (args.only or default)]
     tmp, checkpoints = tempfile.TemporaryDirectory(), None  # small digits models for attacks and solvers
     info = machine(device)
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
             gpu.throughput(report, device, args.quick)
         elif name == "autoattack":
             gpu.autoattack(report, device, args.quick)
+        elif name == "contention":
+            contention.run(report, device, args.quick)
         elif name == "compile":
             compiled_field.run(report, device, args.quick)
         elif name in ("attacks", "solvers"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threads, option_value
 
 
 
@@ -31,15 +31,18 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
 @click.option("--transfer-from", metavar="PATH",
               help="Source checkpoint for attacks that replay examples crafted on another model (transfer).")
 @DEVICE
+@THREADS
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver, out, force, shard, jobs,
-            transfer_from, device, data_root, download, progress):
+            transfer_from, device, threads, data_root, download, progress):
     """Attack checkpoints with every registered perturbation; store records, outcomes and sanity checks."""
     from ..evaluation import evaluate
     from ..evaluation.runner import DEFAULT_BATCH_SIZE
     from ..evaluation.summary import format_summary
+
+    apply_threads(threads)  # --jobs workers share these threads
 
     records = evaluate(
         list(checkpoints), attacks=list(attacks) or "all", eps=eps,

@@ -10,8 +10,24 @@ DEVICE = click.option("--device", default="auto", show_default=True,
 DATA_ROOT = click.option("--data-root", type=click.Path(file_okay=False), default=None,
                          help="Dataset folder (default $ZUBOV_BENCH_DATA or ~/.cache/zubov-bench/data).")
 DOWNLOAD = click.option("--download", is_flag=True, help="Allow torchvision to download missing datasets.")
+THREADS = click.option("--threads", default="auto", show_default=True, metavar="N|auto",
+                       help="torch CPU threads. auto: one core left free and the cores the load average "
+                            "says are busy not counted (at least 1), unless OMP_NUM_THREADS is set; "
+                            "torch's own default (one per core) collapses when another process runs.")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Show a progress bar.")
+
+
+def apply_threads(spec: str) -> None:
+    """Set torch's CPU threads for this command (`--threads`); an in-process caller (a test's
+    CliRunner) gets its own count back when the command ends."""
+    import torch
+
+    from ..device import configure_threads
+
+    previous = torch.get_num_threads()
+    configure_threads(spec)
+    click.get_current_context().call_on_close(lambda: torch.set_num_threads(previous))
 
 
 def parse_set_options(values: tuple[str, ...]) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threads, parse_set_options
 
 
 @click.command("train")
@@ -34,11 +34,13 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, parse_set_options
               help="csv (default): metrics.csv; tensorboard: also TensorBoard event files in RUN/tensorboard "
                    "(needs pip install 'zubov-bench[tensorboard]').")
 @DEVICE
+@THREADS
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
-            save_every_steps, adv_eps, adv_steps, compile_field, log, device, data_root, download, progress):
+            save_every_steps, adv_eps, adv_steps, compile_field, log, device, threads, data_root, download,
+            progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
     Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
@@ -46,6 +48,8 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
     """
     from ..training import resolve_run_config, resume_run, train_run
     from ..training.distributed import is_main
+
+    apply_threads(threads)  # recorded in the run's env.json
 
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,

@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..checkpoint import safe_torch_load, save_checkpoint
 from ..data import DatasetBundle
-from ..device import deterministic_algorithms, resolve_device
+from ..device import deterministic_algorithms, resolve_device, thread_choice
 from ..config import TrainConfig  # noqa: F401  (its home is config.py; re-exported here)
 from ..errors import UserError
 from ..io import write_bytes, write_json
@@ -43,7 +43,7 @@ def environment(device: torch.device) -> dict:
         "suite_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "git_commit": commit, "threads": torch.get_num_threads(),
+        "git_commit": commit, "threads": torch.get_num_threads(), "threads_chosen_by": thread_choice(),
     }
 
 
