@@ -96,3 +96,35 @@ def test_layers_without_a_global_bound_are_refused():
     model = create_model("node", spec, stem="resnet")
     with pytest.raises(UserError, match="no sound Lipschitz bound"):
         stem_lipschitz(model)
+
+
+def test_a_stem_lipschitz_budget_is_a_sound_bound_that_trains_and_reloads():
+    """stem_lipschitz=B (models/lipschitz.bound_stem): the certified bound of the built stem is at most B,
+    ascent finds no larger ratio, the weights still get gradients, and a state dict reloads."""
+    spec = DataSpec(name="fake-mnist", input_shape=(1, 16, 16), num_classes=10, mean=(0.3,), std=(0.35,))
+    torch.manual_seed(0)
+    model = create_model("zubov", spec, stem="conv", stem_lipschitz=0.5, lyap_width=16, field_hidden=16).eval()
+    bound = stem_lipschitz(model)
+    assert bound.factors[-1][0] == "1 (StemScale)" and bound.value <= 0.5 * (1 + 1e-5)
+    assert empirical_ratio(model.features, torch.rand(32, 1, 16, 16)) <= bound.value
+    loose = create_model("zubov", spec, stem="conv", lyap_width=16, field_hidden=16)
+    assert stem_lipschitz(loose).value > 2  # without a budget the same stem is far from it
+    model.train()
+    model.features(torch.rand(4, 1, 16, 16)).sum().backward()
+    first = model.stem[0][0][0].parametrizations.weight.original
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    twin = create_model("zubov", spec, stem="conv", stem_lipschitz=0.5, lyap_width=16, field_hidden=16)
+    twin.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 16, 16)
+    assert torch.equal(twin.eval().features(x), model.eval().features(x))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"stem": "resnet", "stem_lipschitz": 1.0}, "cannot bound the stem's layer"),
+    ({"stem": "conv", "stem_lipschitz": 1.0, "spectral_norm": True}, "set only stem_lipschitz"),
+    ({"stem": "conv", "stem_lipschitz": -1.0}, "must be a positive number"),
+])
+def test_a_stem_budget_that_cannot_hold_is_refused(overrides, message):
+    spec = DataSpec(name="fake-cifar", input_shape=(3, 16, 16), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
+    with pytest.raises(UserError, match=message):
+        create_model("node", spec, **overrides)

@@ -26,7 +26,8 @@ class ODEConfig:
     d: int = 64  # state dimension
     stem: str = "auto"  # auto | mlp | conv | resnet | identity
     stem_width: int = 128
-    spectral_norm: bool = False  # Lipschitz control of the stem
+    spectral_norm: bool = False  # Lipschitz control of the stem (torch's; not a sound bound, docs/certify.md)
+    stem_lipschitz: float = 0.0  # > 0: a sound L2 Lipschitz budget of normalisation + stem (models/lipschitz.py)
     field_hidden: int = 128
     field_act: str = "softplus"  # softplus | tanh | elu | relu
     solver: str = "rk4"

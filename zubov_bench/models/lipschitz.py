@@ -14,7 +14,8 @@ The bound is the product, over the layers of the stem, of an upper bound on each
     appears in at most n_h * n_w patches;
   * Linear: the largest singular value of the weight (SVD, float64);
   * elementwise activations: their Lipschitz constant (1 for ReLU, softplus, tanh, ELU with
-    alpha <= 1, ...); Flatten, Identity, Dropout (eval): 1; average pooling: 1 (an upper bound).
+    alpha <= 1, ...); Flatten, Identity, Dropout (eval): 1; average pooling: 1 (an upper bound);
+  * StemScale (the fixed factor of a budgeted stem, `bound_stem`): |scale|.
 Biases do not change a Lipschitz constant. Layers with no global bound (GroupNorm, BatchNorm in
 training, attention, ...) are refused with a UserError instead of a made-up number.
 
@@ -137,10 +138,7 @@ def conv2d_patch_bound(conv: nn.Conv2d) -> float:
     groups, c_out = conv.groups, weight.shape[0]
     per_group = weight.reshape(groups, c_out // groups, -1)
     top = max(float(torch.linalg.matrix_norm(w, ord=2)) for w in per_group)  # block-diagonal over groups
-    cover = 1
-    for k, s, d in zip(conv.kernel_size, conv.stride, conv.dilation):
-        cover *= -(-k // s) if d == 1 else k
-    return top * math.sqrt(cover)
+    return top * math.sqrt(_patch_cover(conv))
 
 
 def conv2d_upper_bound(conv: nn.Conv2d, input_shape: tuple[int, ...], dense_limit: int = DENSE_LIMIT) -> float:
@@ -182,6 +180,8 @@ def sequential_lipschitz(module: nn.Module, input_shape: tuple[int, ...], safety
             constant = ACTIVATION_LIPSCHITZ[type(layer)](layer)
             if constant != 1.0:
                 factors.append((label, constant))
+        elif isinstance(layer, StemScale):
+            factors.append((label, abs(float(layer.scale))))
         else:
             raise UserError(f"no sound Lipschitz bound for layer {label}: it has no global Lipschitz "
                             "constant here (or this analysis does not know it)")
@@ -189,6 +189,79 @@ def sequential_lipschitz(module: nn.Module, input_shape: tuple[int, ...], safety
             x = layer(x)
     value = math.prod(f for _, f in factors)
     return LipschitzBound(value, factors, safety)
+
+
+class StemScale(nn.Module):
+    """x -> scale * x, a fixed factor (a buffer, not trained): the budget's share of a bounded stem."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class SoundNormalized(nn.Module):
+    """A weight parametrization W -> W / max(1, b(W)), b the sound operator-norm bound this module
+    uses for the layer at every input size: ||W||_2 for a Linear, the patch bound ||W_mat||_2 *
+    sqrt(n_h n_w) for a Conv2d (`conv2d_patch_bound`). Differentiable (the top singular value by
+    SVD), so the stem trains with every layer's bound <= 1, unlike torch's spectral_norm, which
+    normalises the reshaped kernel (a strided conv's norm can be twice that) by a power-iteration
+    estimate from below. The certificate does not rely on it: it recomputes the bound of the
+    parametrized weight in float64 (`stem_lipschitz`)."""
+
+    def __init__(self, groups: int = 1, cover: int = 1):
+        super().__init__()
+        self.groups, self.cover = groups, cover
+
+    def forward(self, weight):
+        if weight.dim() == 2:
+            bound = torch.linalg.matrix_norm(weight, ord=2)
+        else:
+            per_group = weight.reshape(self.groups, weight.shape[0] // self.groups, -1)
+            bound = torch.linalg.matrix_norm(per_group, ord=2).max() * math.sqrt(self.cover)
+        return weight / bound.clamp_min(1.0)
+
+
+def _patch_cover(conv: nn.Conv2d) -> int:
+    cover = 1
+    for k, s, d in zip(conv.kernel_size, conv.stride, conv.dilation):
+        cover *= -(-k // s) if d == 1 else k
+    return cover
+
+
+def bound_stem(model, budget: float) -> None:
+    """Give `model.stem` a sound L2 Lipschitz budget, its input normalisation included: every Conv2d
+    and Linear is parametrized to a bound <= 1 (`SoundNormalized`), and a fixed StemScale of
+    budget * min(std) / (the activations' constants) follows, so stem_lipschitz(model) <= budget
+    (up to the 1e-6 rounding margin; less where a convolution's exact norm is below its patch bound).
+    A layer without a global bound (GroupNorm, ...) is refused with a UserError."""
+    from torch.nn.utils import parametrize
+
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise UserError(f"stem_lipschitz must be a positive number, got {budget!r}")
+    if getattr(model.cfg, "spectral_norm", False):
+        raise UserError("stem_lipschitz and spectral_norm both normalise the stem; set only stem_lipschitz "
+                        "(spectral_norm's bound is not sound, docs/certify.md)")
+    stem = getattr(model, "stem", None)
+    if stem is None or not hasattr(model, "normalize"):
+        raise UserError(f"{type(model).__name__} has no stem to bound (it needs `normalize` and `stem`)")
+    activations = 1.0
+    for name, layer in layers_of(stem):
+        if isinstance(layer, nn.Conv2d):
+            _conv_args(layer)
+            parametrize.register_parametrization(layer, "weight", SoundNormalized(layer.groups, _patch_cover(layer)))
+        elif isinstance(layer, nn.Linear):
+            parametrize.register_parametrization(layer, "weight", SoundNormalized())
+        elif type(layer) in ACTIVATION_LIPSCHITZ:
+            activations *= ACTIVATION_LIPSCHITZ[type(layer)](layer)
+        else:
+            kind = type(layer).__name__
+            raise UserError(f"stem_lipschitz cannot bound the stem's layer {name or kind} ({kind}): it has no "
+                            "global Lipschitz constant here; use stem=conv or stem=mlp")
+    min_std = float(model.normalize.std.min())
+    model.stem = nn.Sequential(stem, StemScale(budget * min_std / activations))
 
 
 def stem_lipschitz(model, safety: float = SAFETY) -> LipschitzBound:

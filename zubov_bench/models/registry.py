@@ -88,7 +88,13 @@ def create_model(name: str, spec: DataSpec, **cfg):
     from .base import make_config
 
     cls = MODELS.get(name)
-    return cls(spec, make_config(cls.Config, cfg))
+    model = cls(spec, make_config(cls.Config, cfg))
+    budget = getattr(model.cfg, "stem_lipschitz", 0.0)
+    if budget:  # here, not in every model's __init__: each builds its stem its own way
+        from .lipschitz import bound_stem
+
+        bound_stem(model, budget)
+    return model
 
 
 def list_models() -> list[tuple[str, str]]:
