@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threads, option_value
+from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_cuda_graphs,
+                      apply_threads, option_value)
 
 
 
@@ -32,17 +33,19 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threa
               help="Source checkpoint for attacks that replay examples crafted on another model (transfer).")
 @DEVICE
 @THREADS
+@CUDA_GRAPHS
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver, out, force, shard, jobs,
-            transfer_from, device, threads, data_root, download, progress):
+            transfer_from, device, threads, cuda_graphs, data_root, download, progress):
     """Attack checkpoints with every registered perturbation; store records, outcomes and sanity checks."""
     from ..evaluation import evaluate
     from ..evaluation.runner import DEFAULT_BATCH_SIZE
     from ..evaluation.summary import format_summary
 
     apply_threads(threads)  # --jobs workers share these threads
+    apply_cuda_graphs(cuda_graphs, device)
 
     records = evaluate(
         list(checkpoints), attacks=list(attacks) or "all", eps=eps,

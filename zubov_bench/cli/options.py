@@ -14,6 +14,10 @@ THREADS = click.option("--threads", default="auto", show_default=True, metavar="
                        help="torch CPU threads. auto: one core left free and the cores the load average "
                             "says are busy not counted (at least 1), unless OMP_NUM_THREADS is set; "
                             "torch's own default (one per core) collapses when another process runs.")
+CUDA_GRAPHS = click.option("--cuda-graphs", is_flag=True,
+                           help="On a CUDA device, replay the fixed-step ODE solver as captured CUDA graphs "
+                                "(torch.compile mode reduce-overhead) in training and attacks; on a CPU it does "
+                                "nothing (one note).")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Show a progress bar.")
 
@@ -28,6 +32,20 @@ def apply_threads(spec: str) -> None:
     previous = torch.get_num_threads()
     configure_threads(spec)
     click.get_current_context().call_on_close(lambda: torch.set_num_threads(previous))
+
+
+def apply_cuda_graphs(on: bool, device: str) -> None:
+    """`--cuda-graphs` for this command: on where the device is CUDA, else a one-line note."""
+    if not on:
+        return
+    from ..device import resolve_device
+    from ..models.ode import use_cuda_graphs
+
+    if resolve_device(device).type != "cuda":
+        click.echo("note: --cuda-graphs does nothing without a CUDA device; the solver runs eagerly", err=True)
+        return
+    previous = use_cuda_graphs(True)
+    click.get_current_context().call_on_close(lambda: use_cuda_graphs(previous))
 
 
 def parse_set_options(values: tuple[str, ...]) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threads, parse_set_options
+from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_cuda_graphs,
+                      apply_threads, parse_set_options)
 
 
 @click.command("train")
@@ -35,12 +36,13 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threa
                    "(needs pip install 'zubov-bench[tensorboard]').")
 @DEVICE
 @THREADS
+@CUDA_GRAPHS
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
-            save_every_steps, adv_eps, adv_steps, compile_field, log, device, threads, data_root, download,
-            progress):
+            save_every_steps, adv_eps, adv_steps, compile_field, log, device, threads, cuda_graphs, data_root,
+            download, progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
     Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
@@ -50,6 +52,7 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
     from ..training.distributed import is_main
 
     apply_threads(threads)  # recorded in the run's env.json
+    apply_cuda_graphs(cuda_graphs, device)
 
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,

@@ -43,23 +43,31 @@ def _step(method: str, f: Field, t: torch.Tensor, dt: float, y0: torch.Tensor) -
 
 
 def solve_fixed(f: Field, z0: torch.Tensor, times: torch.Tensor | tuple[float, ...], method: str,
-                step_size: float) -> torch.Tensor:
+                step_size: float, loop: Callable | None = None) -> torch.Tensor:
     """States at `times` (increasing; a CPU tensor, or a tuple of floats in z0's dtype), shape
     (len(times), *z0.shape).
 
     The loop reads nothing back from the device: the grid, the step sizes and the interpolation
     weights are Python numbers of a plan built once per (times, dtype, step size) on the CPU, and
     the stage times are moved to the device once per plan and device. An attack iteration thus
-    costs no host synchronisation here (tests/test_host_sync.py counts them).
+    costs no host synchronisation here (tests/test_host_sync.py counts them). `loop` replaces
+    `run_plan` (a compiled copy of it).
     """
     key = tuple(times.tolist()) if isinstance(times, torch.Tensor) else tuple(times)
     plan = _plan(key, z0.dtype, float(step_size))
     stages = _device_stages(key, z0.dtype, float(step_size), z0.device)
+    return (loop or run_plan)(f, z0, stages, plan.dts, plan.outputs, method)
+
+
+def run_plan(f: Field, z0: torch.Tensor, stages: torch.Tensor, dts: tuple[float, ...],
+             outputs: tuple[tuple, ...], method: str) -> torch.Tensor:
+    """The solver loop itself: only field calls and stage arithmetic, so torch.compile traces it as
+    one graph (models/ode.py captures it in CUDA graphs under --cuda-graphs)."""
     out, y0 = [z0], z0
-    for i, dt in enumerate(plan.dts):
+    for i, dt in enumerate(dts):
         y1 = y0 + _step(method, f, stages[i], dt, y0)
-        for weight in plan.outputs[i]:  # the requested times inside step i
-            out.append(y0 if weight is AT_START else y1 if weight is AT_END else y0 + weight * (y1 - y0))
+        for weight in outputs[i]:  # the requested times inside step i
+            out.append(y0 if weight == AT_START else y1 if weight == AT_END else y0 + weight * (y1 - y0))
         y0 = y1
     return torch.stack(out)
 
@@ -96,7 +104,8 @@ def _device_stages(times: tuple[float, ...], dtype: torch.dtype, step_size: floa
     return _plan(times, dtype, step_size).stages.to(device)
 
 
-AT_START, AT_END = object(), object()  # a requested time equal to a step's start or end: that state
+# a requested time equal to a step's start or end: that state (strings, which torch.compile treats as constants)
+AT_START, AT_END = "start", "end"
 
 
 def _interp_weight(t0: torch.Tensor, t1: torch.Tensor, t: torch.Tensor):

@@ -87,8 +87,9 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
     if solver.method in fixed_grid.METHODS and not solver.adjoint:  # its grid is built on the CPU
         # so a GPU solve does not wait for a copy back; the default [0, T] is not even a tensor
         grid_times = _start_and_end(solver.T, z0.dtype) if only_last else times.detach().to("cpu", z0.dtype)
-        return _last_or_all(fixed_grid.solve_fixed(func, z0, grid_times, solver.method, solver.T / solver.steps),
-                            only_last)
+        loop = graphed_loop() if _cuda_graphs and z0.device.type == "cuda" else None
+        return _last_or_all(fixed_grid.solve_fixed(func, z0, grid_times, solver.method, solver.T / solver.steps,
+                                                   loop), only_last)
     if only_last:
         times = torch.tensor([0.0, solver.T])
     times = times.to(device=z0.device, dtype=z0.dtype)
@@ -114,6 +115,39 @@ def _start_and_end(T: float, dtype: torch.dtype) -> tuple[float, float]:
 
 def _last_or_all(zs: torch.Tensor, only_last: bool) -> torch.Tensor:
     return zs[-1] if only_last else zs
+
+
+# --cuda-graphs: fixed-step solves on a CUDA device replay captured graphs (see use_cuda_graphs)
+_cuda_graphs = False
+
+
+def use_cuda_graphs(on: bool) -> bool:
+    """Capture the fixed-step solver loop in CUDA graphs for every later solve on a CUDA device.
+
+    A step of these small models is thousands of tiny kernels, and on a GPU their launches are
+    the time (bench/RESULTS.md). `torch.compile(mode="reduce-overhead")` traces the loop
+    (`fixed_grid.run_plan`: field calls and stage arithmetic, no host reads) into one graph and
+    replays it as CUDA graphs (cudagraph trees, which keep outputs a pending backward needs), so
+    a solve is a few launches; training and attacks both go through it. Solves on a CPU, with an
+    adaptive solver or the adjoint stay eager. Process-wide; returns the previous setting.
+    """
+    global _cuda_graphs
+    previous, _cuda_graphs = _cuda_graphs, bool(on)
+    return previous
+
+
+def cuda_graphs_enabled() -> bool:
+    return _cuda_graphs
+
+
+@functools.lru_cache(maxsize=None)
+def graphed_loop(backend: str = "inductor", mode: str | None = "reduce-overhead"):
+    """`fixed_grid.run_plan` under torch.compile; one compiled function for every solve (a
+    recompile per batch shape and plan, as torch.compile's cache allows). Tests trace it with
+    backend="eager", mode=None on a CPU to check that the loop is one graph."""
+    if not hasattr(torch, "compile"):
+        raise UserError(f"--cuda-graphs needs torch.compile, which torch {torch.__version__} lacks")
+    return torch.compile(fixed_grid.run_plan, backend=backend, mode=mode, dynamic=False)
 
 
 def compile_field(model: nn.Module) -> None:

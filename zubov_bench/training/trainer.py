@@ -19,7 +19,7 @@ from ..device import deterministic_algorithms, resolve_device, thread_choice
 from ..config import TrainConfig  # noqa: F401  (its home is config.py; re-exported here)
 from ..errors import UserError
 from ..io import write_bytes, write_json
-from ..models.ode import SolverError, compile_field
+from ..models.ode import SolverError, compile_field, cuda_graphs_enabled
 from . import distributed
 from .adversarial import adversarial_batch
 from .loggers import make_sinks
@@ -44,6 +44,7 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(), "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "git_commit": commit, "threads": torch.get_num_threads(), "threads_chosen_by": thread_choice(),
+        "cuda_graphs": cuda_graphs_enabled(),
     }
 
 
