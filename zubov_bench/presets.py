@@ -40,6 +40,22 @@ def _merge(dst: dict, src: dict) -> dict:
     return dst
 
 
+# On a CUDA device a step of these models costs about the same at batch 128 as at 512 (kernel
+# launches, not arithmetic, are its time), so `train` on CUDA multiplies the preset's batch size by
+# this factor, and its learning rate by the factor's square root (Adam's usual scaling), for the
+# datasets big enough to keep many steps per epoch; --batch-size and --lr still win. Not applied
+# by `reproduce`, whose presets are the committed protocol. docs/performance.md says what was checked.
+CUDA_BATCH_SCALE = {"fashion-mnist": 4, "mnist": 4, "cifar10": 4, "svhn": 4}
+
+
+def cuda_train_preset(dataset: str, train: dict) -> dict:
+    """The preset's training values that change on a CUDA device (batch size and learning rate)."""
+    scale = CUDA_BATCH_SCALE.get(dataset, 1)
+    if scale == 1:
+        return {}
+    return {"batch_size": int(train["batch_size"]) * scale, "lr": float(train["lr"]) * scale ** 0.5}
+
+
 def register_preset(model: str, dataset: str, overrides: dict) -> None:
     """A recipe for a model defined elsewhere (a plugin may call this when imported). A model's
     own recipes belong on its class, as `recipes` beside @register_model (models/base.py)."""

@@ -68,7 +68,7 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
                              download=download, device=device, progress=progress)
         run_dir = resume_dir
     else:
-        resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets))
+        resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets), device)
         if label:
             resolved["method"] = label
         from ..training.run import default_run_dir

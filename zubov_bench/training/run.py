@@ -15,7 +15,7 @@ from ..data import load_dataset
 from ..errors import UserError
 from ..io import ensure_writable_dir, reporting_write_faults, write_json, write_text
 from ..models import MODELS, create_model
-from ..presets import resolve_preset
+from ..presets import cuda_train_preset, resolve_preset
 from ..device import resolve_device
 from . import distributed
 from .trainer import MODEL_FILE, STATE_FILE, Trainer, TrainConfig, environment
@@ -24,16 +24,21 @@ RESOLVED_CONFIG = "config.yaml"
 
 
 def resolve_run_config(model: str | None, dataset: str | None, config_file: str | None,
-                       train_overrides: dict, model_overrides: dict) -> dict:
-    """Presets < config file < flags. Returns {model, dataset, train, model_config}."""
+                       train_overrides: dict, model_overrides: dict, device: str | None = None) -> dict:
+    """Presets < config file < flags. Returns {model, dataset, train, model_config}.
+
+    With a CUDA `device` and no batch size given, the preset's batch size and learning rate are
+    scaled up (presets.CUDA_BATCH_SCALE); a learning rate given still wins."""
     file_cfg = load_config_file(config_file) if config_file else {}
     model = model or file_cfg.get("model")
     dataset = dataset or file_cfg.get("dataset") or "digits"
     if not model:
         raise UserError("no model given: pass --model NAME (see `zubov-bench list models`)")
     preset = resolve_preset(model, dataset)
-    train = {**preset["train"], **file_cfg.get("train", {}),
-             **{k: v for k, v in train_overrides.items() if v is not None}}
+    explicit = {**file_cfg.get("train", {}), **{k: v for k, v in train_overrides.items() if v is not None}}
+    if device is not None and "batch_size" not in explicit and resolve_device(device).type == "cuda":
+        preset["train"].update(cuda_train_preset(dataset, preset["train"]))
+    train = {**preset["train"], **explicit}
     # dotted keys (lyapunov.form) become the flat fields they name per source, so precedence holds
     nested = getattr(getattr(MODELS.get(model), "Config", None), "nested", {})
     model_cfg = {}
