@@ -76,6 +76,10 @@ class StableNODE(ODEModel):
     description = "stable projected NODE (after Manek & Kolter 2019): V_dot <= -alpha*V by construction, convex V_k, no Zubov loss"
     recipes = {"*": {"train": {"grad_clip": 1.0}}, "digits": {"train": {"epochs": 8}}}
     has_lyapunov = True
+    # Traits the Lyapunov certificate reads (evaluation/lyapunov_certificate.py, docs/certify.md): the
+    # projection makes V = min_k V_k fall as V' <= -alpha V everywhere, and the head is the nearest e_k
+    decay_by_construction = True
+    nearest_equilibrium_head = True
 
     def __init__(self, spec: DataSpec, cfg: StableConfig):
         lyap = LyapunovNet(cfg.r * simplex_vectors(spec.num_classes, cfg.d), LyapunovConfig(

@@ -205,6 +205,38 @@ def test_the_feature_ball_lies_inside_the_proa(quick_zubov, zubov_examples):
     assert torch.any(largest_v(too_large) >= level)
 
 
+def test_the_local_gradient_bound_never_loses_to_the_global_one(zubov_examples):
+    """Part (b): the certified feature radius is the larger of the two sound radii, and the local one
+    (interval bounds over the ball) is at least the global one wherever either certifies."""
+    _, _, cert = zubov_examples
+    local, global_ = cert["feature_radius_local"], cert["feature_radius_global"]
+    assert np.all(local >= global_) and np.all(cert["feature_radius_sound"] == np.maximum(local, global_))
+    assert np.any(local > 1.5 * global_)  # and it is tighter, or it would not be worth its cost
+
+
+def test_local_core_gradient_bounds_the_gradient_on_its_ball(quick_zubov, zubov_examples):
+    """The interval bound of grad core_p holds at random points of the ball it was computed for; the
+    bound of a ball 100 times smaller is exceeded on it (so the check can fail)."""
+    from zubov_bench.evaluation.lyapunov_certificate import local_core_gradient
+
+    x, _, cert = zubov_examples
+    lyap = copy.deepcopy(quick_zubov.lyap).double()
+    pred = torch.from_numpy(np.where(cert["prediction"] >= 0, cert["prediction"], 0))
+    zc0 = quick_zubov.features(x).double() - lyap.equilibria[pred]
+    radius = torch.full((len(x),), 0.5, dtype=torch.float64)
+    bound = local_core_gradient(lyap, zc0, pred, radius)
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.randn(128, *zc0.shape, generator=g, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=2, keepdim=True) * torch.rand(128, len(x), 1, generator=g, dtype=torch.float64)
+    zc = (zc0[None] + 0.5 * dirs).reshape(-1, zc0.shape[1]).requires_grad_(True)
+    cls = pred.repeat(128)
+    core = lyap(zc + lyap.equilibria[cls], cls) - lyap.cfg.quad * zc.pow(2).sum(1)
+    grad, = torch.autograd.grad(core.sum(), zc)
+    largest = grad.norm(dim=1).reshape(128, -1).max(0).values
+    assert torch.all(largest <= bound * (1 + 1e-9))
+    assert torch.any(largest > local_core_gradient(lyap, zc0, pred, radius / 100))
+
+
 def test_core_lipschitz_bounds_the_gradient_of_v(quick_zubov, digits):
     from zubov_bench.evaluation.lyapunov_certificate import core_lipschitz
 
@@ -234,6 +266,42 @@ def test_proas_are_proven_disjoint_only_when_their_balls_are(quick_zubov):
     v = lyap(points)
     inside = v < 1.0
     assert inside.any() and torch.all(inside.sum(1) <= 1)
+
+
+QUICK_STABLE = QUICK_ZUBOV.parents[1] / "stable-digits-s0/model.pt"
+
+
+def test_stable_gets_the_certificate_of_its_projected_decay(digits):
+    """`stable` (traits decay_by_construction, nearest_equilibrium_head): c is chosen so the PRoAs are
+    proven disjoint, the field's V' <= -alpha V holds at sampled states (what makes (d) a proof for the
+    exact flow), the RK4 flow from balls inside a PRoA stays there and predicts its class, and an
+    example whose z(0) lies outside every PRoA abstains."""
+    from zubov_bench.evaluation import lyapunov_certificate as lc
+
+    model, _ = load_checkpoint(QUICK_STABLE)
+    model.eval().requires_grad_(False)
+    facts = lc.model_facts(model)
+    assert facts["flow_invariance"] == lc.FLOW_EXACT_PROVEN and facts["disjointness"] == "proven"
+    level = lc.certificate_level(model)
+    assert lc.disjoint_classes(model.equilibria.double(), level, model.lyap.cfg.quad).all()
+    assert not lc.disjoint_classes(model.equilibria.double(), level * 1.01, model.lyap.cfg.quad).all()
+    eq = model.equilibria.detach()
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([model.features(digits.x_test[:40]), eq.repeat(4, 1) + torch.randn(40, eq.shape[1], generator=g)])
+    v, grad_v = model.odefunc.field.potential_and_grad(z)
+    assert torch.all((grad_v * model.vector_field(z)).sum(1) <= -model.cfg.alpha * v + 1e-4 * (1 + v))
+    twin = lc._float64_copy(model)
+    cls = torch.arange(len(eq)).repeat(3)
+    u = torch.randn(len(cls), eq.shape[1], generator=g, dtype=torch.float64)
+    zc0 = 0.02 * u / u.norm(dim=1, keepdim=True)
+    v0 = twin.lyapunov(twin.equilibria[cls] + zc0, cls).numpy()
+    radius = lc.local_feature_radius(twin.lyap, zc0, cls, v0, level, lc.core_lipschitz(twin.lyap)[cls].numpy())
+    assert np.all(radius > 0.01)  # the ball of (b) around a point near e_p, inside PRoA_p
+    assert lc.check_flow(twin, twin.equilibria[cls] + zc0, cls, torch.from_numpy(radius), level, 4, 3).all()
+    x, y = digits.x_test[:8], digits.y_test[:8]
+    cert = lc.lyapunov_certify(model, x, y, flow_samples=2, flow_steps=1)
+    outside = cert["v0"] >= level
+    assert np.all(cert["prediction"][outside] == -1) and np.all(cert["radius"][outside] == 0)
 
 
 def test_lyapunov_certify_cli_refuses_other_models_and_writes_records(noisy_ckpt, tmp_path):

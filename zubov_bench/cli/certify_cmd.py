@@ -10,7 +10,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
 @click.option("--checkpoint", "-c", "checkpoints", multiple=True, metavar="PATH",
               help="Checkpoint to certify (repeatable; a quoted glob works too).")
 @click.option("--method", default="smoothing", show_default=True, metavar="NAME",
-              help="smoothing (randomized smoothing, any model) or lyapunov (deterministic, Zubov-Net).")
+              help="smoothing (randomized smoothing, any model) or lyapunov (deterministic: Zubov-Net, stable).")
 @click.option("--sigma", metavar="S", help="Smoothing noise level, raw pixel units.  [default: 0.25]")
 @click.option("--n0", metavar="N", help="Noisy draws that select the class.  [default: 100]")
 @click.option("--n", "n_draws", metavar="N", help="Noisy draws that bound its probability.  [default: 1000]")
