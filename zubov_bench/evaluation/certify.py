@@ -382,13 +382,23 @@ class LyapunovCertifier:
 
     def __init__(self, flow_samples: int, flow_steps: int, seed: int):
         self.flow_samples, self.flow_steps, self.seed = flow_samples, flow_steps, seed
-        self._facts = {}
+        self._facts, self._bounds = {}, {}
+
+    def stem_bound(self, ctx):
+        """The stem's Lipschitz bound, computed once per checkpoint (an exact conv norm can take a
+        minute; every part of EXAMPLES_PER_PART examples shares it)."""
+        from ..models.lipschitz import stem_lipschitz
+        from .lyapunov_certificate import _float64_copy
+
+        if ctx.path not in self._bounds:
+            self._bounds[ctx.path] = stem_lipschitz(_float64_copy(ctx.model))
+        return self._bounds[ctx.path]
 
     def facts(self, ctx) -> dict:
         from .lyapunov_certificate import model_facts
 
         if ctx.path not in self._facts:
-            self._facts[ctx.path] = model_facts(ctx.model)
+            self._facts[ctx.path] = model_facts(ctx.model, self.stem_bound(ctx))
         return self._facts[ctx.path]
 
     def label(self, ctx) -> str:
@@ -405,7 +415,7 @@ class LyapunovCertifier:
 
         dev_rows = torch.from_numpy(rows).to(ctx.device)
         return lyapunov_certify(ctx.model, ctx.x[dev_rows], ctx.y[dev_rows], self.flow_samples, self.flow_steps,
-                                self.seed)
+                                self.seed, lipschitz=self.stem_bound(ctx))
 
 
 def _records_for(ctx, certifier, seed: int, radii) -> list:
