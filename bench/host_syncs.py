@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, table  # noqa: E402
 from zubov_bench.checkpoint import load_checkpoint  # noqa: E402
 from zubov_bench.data import load_dataset  # noqa: E402
+from zubov_bench.device import resolve_device  # noqa: E402
 from zubov_bench.evaluation.host_sync import syncs_per_iteration  # noqa: E402
 from zubov_bench.perturbations import registry  # noqa: E402
 
@@ -51,7 +52,7 @@ ATTACKS = {
     "PGD L2 (CE, torchattacks loop)": ours("pgd", "steps", norm="l2"),
     "PGD L∞ (DLR, our loop)": ours("pgd", "steps", norm="linf", loss="dlr"),
     "Square L∞ (pyautoattack code)": ours("square", "n_queries"),
-    "Lyapunov-aware (APGD on -V(z0)/tau)": ours("lyapunov", "steps"),
+    "Lyapunov-aware (APGD-CE + APGD-DLR on -V(z0)/tau, per step of both)": ours("lyapunov", "steps"),
     "APGD-CE (pyautoattack)": apgd("ce"),
     "APGD-DLR (pyautoattack)": apgd("dlr"),
 }
@@ -67,10 +68,9 @@ def measure(models: dict, x, y, only=None) -> list[list[object]]:
             if label.startswith("Lyapunov") and not getattr(model, "has_lyapunov", False):
                 continue
             torch.manual_seed(0)
-            per_iteration, ops = syncs_per_iteration(lambda n: run(model, x, y, n),
-                                                     ITERATIONS.get(label, (2, 6)))
-            detail = ", ".join(f"{op} {count / (ITERATIONS.get(label, (2, 6))[1] - ITERATIONS.get(label, (2, 6))[0]):g}"
-                               for op, count in sorted(ops.items())) or "none"
+            low, high = ITERATIONS.get(label, (2, 6))
+            per_iteration, ops = syncs_per_iteration(lambda n: run(model, x, y, n), (low, high))
+            detail = ", ".join(f"{op} {count / (high - low):g}" for op, count in sorted(ops.items())) or "none"
             rows.append([label, model_name, f"{per_iteration:g}", detail])
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
     return rows
@@ -80,11 +80,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32, help="digits test images per attack (default 32)")
     parser.add_argument("--only", action="append", help="attacks whose label contains this text")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the count is the same, "
+                        "except copies between host and device, which only a GPU run has")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     torch.set_num_threads(1)  # counts do not depend on threads; keep the shared machine free
     data = load_dataset("digits")
-    models = {name: load_checkpoint(CHECKPOINTS / f"{name}-digits-s0" / "model.pt")[0] for name in ("node", "zubov")}
-    x, y = data.x_test[:args.batch], data.y_test[:args.batch]
+    models = {name: load_checkpoint(CHECKPOINTS / f"{name}-digits-s0" / "model.pt", device)[0]
+              for name in ("node", "zubov")}
+    x, y = data.x_test[:args.batch].to(device), data.y_test[:args.batch].to(device)
+    print(f"digits, batch {args.batch}, L∞ ε = {EPS}, on {device}; host synchronisations per iteration:", flush=True)
     rows = measure(models, x, y, args.only)
     print()
     print("\n".join(table(["attack", "model", "host syncs per iteration", "per operator"], rows)))

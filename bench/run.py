@@ -23,11 +23,14 @@ import train_step  # noqa: E402
 from common import ROOT, Report, machine, table  # noqa: E402
 from zubov_bench.device import resolve_device  # noqa: E402
 from zubov_bench.io import write_text  # noqa: E402
+from zubov_bench.models.ode import use_cuda_graphs  # noqa: E402
 from zubov_bench.training import resolve_run_config, train_run  # noqa: E402
 
 BENCHMARKS = ("train_step", "throughput", "autoattack", "compile", "attacks", "solvers", "contention")  # run order
 GPU_ONLY = ("throughput", "autoattack")  # hours on a CPU: run there only when named with --only
 CPU_ONLY = ("contention",)  # CPU threads against a competing process
+GPU_FIGURES = ("train_step", "throughput", "autoattack")  # --gpu: what issue 21 asks of a GPU
+GPU_FIGURE_MODELS = ("node", "zubov")
 
 
 def trained_checkpoints(folder: Path, epochs: int) -> dict[str, str]:
@@ -47,10 +50,21 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto",
                         help="auto | cpu | cuda (training step, compile, throughput and AutoAttack)")
     parser.add_argument("--write", action="store_true", help="write the report to bench/RESULTS.md")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay the fixed-step solver as CUDA graphs (zubov-bench --cuda-graphs) on a GPU")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU figures of issue 21: training step (Zubov-Net / node), images/s of node "
+                             "and zubov, AutoAttack standard on 1,000 FashionMNIST images for node")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     default = [b for b in BENCHMARKS if b not in (CPU_ONLY if device.type == "cuda" else GPU_ONLY)]
-    chosen = [b for b in BENCHMARKS if b in (args.only or default)]
+    chosen = [b for b in BENCHMARKS if b in (args.only or (GPU_FIGURES if args.gpu else default))]
+    if args.cuda_graphs:
+        if device.type == "cuda":
+            use_cuda_graphs(True)
+        else:
+            print("note: --cuda-graphs does nothing without a CUDA device", flush=True)
+    models = {"throughput": GPU_FIGURE_MODELS if args.gpu else None, "autoattack": ("node",) if args.gpu else None}
     tmp, checkpoints = tempfile.TemporaryDirectory(), None  # small digits models for attacks and solvers
     info = machine(device)
     report, start = Report(), time.time()
@@ -64,9 +78,9 @@ def main(argv=None) -> int:
         if name == "train_step":
             train_step.run(report, device, args.quick)
         elif name == "throughput":
-            gpu.throughput(report, device, args.quick)
+            gpu.throughput(report, device, args.quick, models["throughput"])
         elif name == "autoattack":
-            gpu.autoattack(report, device, args.quick)
+            gpu.autoattack(report, device, args.quick and not args.gpu, models["autoattack"] or ("node", "zubov"))
         elif name == "contention":
             contention.run(report, device, args.quick)
         elif name == "compile":
@@ -91,6 +105,8 @@ def write_results(info: dict, report: Report, minutes: float, args, pending: lis
     kind = "cuda" if info["device_type"] == "cuda" else "cpu"
     command = "python bench/run.py --write" + (" --quick" if args.quick else "") + \
         (f" --device {args.device}" if args.device != "auto" else "") + \
+        (" --gpu" if getattr(args, "gpu", False) else "") + \
+        (" --cuda-graphs" if getattr(args, "cuda_graphs", False) else "") + \
         "".join(f" --only {o}" for o in args.only or [])
     lines = [f"## {'GPU' if kind == 'cuda' else 'CPU'}: {info['device']}", "",
              f"Produced by `{command}` in {minutes:.1f} min"
@@ -98,13 +114,28 @@ def write_results(info: dict, report: Report, minutes: float, args, pending: lis
     lines += table(list(info), [list(info.values())])
     lines += ["", "### Summary", "", *report.summary(), "", "### Details", ""]
     lines += [section.replace("### ", "#### ", 1) for section in report.sections]
-    blocks = read_blocks(RESULTS.read_text() if RESULTS.exists() else "")
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    blocks = read_blocks(text)
     blocks[kind] = "\n".join(lines).rstrip()
     body = [f"<!-- bench:{k} -->\n{blocks[k]}\n<!-- /bench:{k} -->" for k in KINDS if k in blocks]
     if "cuda" not in blocks:
-        body.append("No GPU run yet: `python bench/run.py --device cuda --write` on a GPU machine adds one.")
-    write_text(RESULTS, "# Benchmark results\n\n" + "\n\n".join(body) + "\n")  # atomic
+        body.append(NO_GPU_RUN)
+    hand = hand_sections(text)
+    write_text(RESULTS, "# Benchmark results\n\n" + "\n\n".join(body + ([hand] if hand else [])) + "\n")  # atomic
     print(f"wrote {RESULTS}")
+
+
+NO_GPU_RUN = "No GPU run yet: `python bench/run.py --device cuda --write` on a GPU machine adds one."
+
+
+def hand_sections(text: str) -> str:
+    """What follows the generated blocks (sections written by hand, each with its own command):
+    kept as it is when a block is rewritten."""
+    end = text.rfind("<!-- /bench:")
+    if end < 0:
+        return ""
+    rest = text[text.index("-->", end) + 3:]
+    return rest.replace(NO_GPU_RUN, "").strip()
 
 
 def read_blocks(text: str) -> dict[str, str]:

@@ -29,7 +29,9 @@ def test_blocks_per_device_kind(tmp_path, monkeypatch):
     assert "#### cpu one" in blocks["cpu"] and "#### gpu one" in blocks["cuda"]
     assert "still to run when written: autoattack" in blocks["cuda"]
     assert "No GPU run yet" not in run.RESULTS.read_text()
+    run.RESULTS.write_text(run.RESULTS.read_text() + "\n## By hand\n\nA section written by hand.\n")
     _write("cpu", "cpu two")
+    assert run.RESULTS.read_text().endswith("## By hand\n\nA section written by hand.\n")
     blocks = run.read_blocks(run.RESULTS.read_text())
     assert "cpu one" not in blocks["cpu"] and "#### cpu two" in blocks["cpu"]
     assert "#### gpu one" in blocks["cuda"]

@@ -87,7 +87,7 @@ def integrate(func: CountingField, z0: torch.Tensor, solver: SolverConfig,
     if solver.method in fixed_grid.METHODS and not solver.adjoint:  # its grid is built on the CPU
         # so a GPU solve does not wait for a copy back; the default [0, T] is not even a tensor
         grid_times = _start_and_end(solver.T, z0.dtype) if only_last else times.detach().to("cpu", z0.dtype)
-        loop = graphed_loop() if _cuda_graphs and z0.device.type == "cuda" else None
+        loop = _graphed_copy if _cuda_graphs and z0.device.type == "cuda" else None
         return _last_or_all(fixed_grid.solve_fixed(func, z0, grid_times, solver.method, solver.T / solver.steps,
                                                    loop), only_last)
     if only_last:
@@ -142,12 +142,27 @@ def cuda_graphs_enabled() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def graphed_loop(backend: str = "inductor", mode: str | None = "reduce-overhead"):
-    """`fixed_grid.run_plan` under torch.compile; one compiled function for every solve (a
-    recompile per batch shape and plan, as torch.compile's cache allows). Tests trace it with
+    """`fixed_grid.run_plan` under torch.compile; one compiled function for every solve. Tests trace it with
     backend="eager", mode=None on a CPU to check that the loop is one graph."""
     if not hasattr(torch, "compile"):
         raise UserError(f"--cuda-graphs needs torch.compile, which torch {torch.__version__} lacks")
-    return torch.compile(fixed_grid.run_plan, backend=backend, mode=mode, dynamic=False)
+    # Every model's field, solver plan and batch size is a guard of this one code object: a bench or
+    # an eval of several checkpoints passes torch's default of 8 recompiles and would fall back to
+    # eager solves without saying so
+    import torch._dynamo.config as dynamo_config
+
+    for limit in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, limit):
+            setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))
+    # dynamic=None: a second batch size recompiles once with a dynamic batch dimension instead of
+    # once per size (attacks shrink their batch as samples fall); CUDA graphs are recorded per size
+    return torch.compile(fixed_grid.run_plan, backend=backend, mode=mode)
+
+
+def _graphed_copy(*args) -> torch.Tensor:
+    """The graphed loop's states, copied out of the graph's memory: the next replay reuses that
+    memory, and a caller (an attack keeping last iteration's states) must not see it change."""
+    return graphed_loop()(*args).clone()
 
 
 def compile_field(model: nn.Module) -> None:
