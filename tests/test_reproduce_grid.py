@@ -122,3 +122,113 @@ def test_attack_seeds_must_be_trained_seeds():
         parse_preset("bad-seeds", bad)
     with pytest.raises(UserError, match="seeds of fgsm must be a non-empty list"):
         parse_preset("bad-seeds", {**SEEDS_GRID, "eval": {"attacks": [{"attack": "fgsm", "seeds": ["a"]}]}})
+
+
+# --- certification in a preset: certify: [{method: smoothing, ...}, {method: lyapunov}] ----------------
+CERTIFY_GRID = {
+    "description": "node and zubov (one seed: zubov is slow to train); FGSM, then smoothing and the Lyapunov "
+                   "certificate",
+    "datasets": ["digits"],
+    "models": ["node", "zubov"],
+    "seeds": [0],
+    "train": {"default": {"epochs": 1}},
+    "eval": {"n_samples": 12, "batch_size": 12, "transfer_source": None,
+             "attacks": [{"attack": "fgsm", "eps": [0.1]}]},
+    "certify": [{"method": "smoothing", "sigma": 0.25, "n0": 8, "n": 32, "alpha": 0.01, "radii": [0.25, 0.5],
+                 "n_samples": 8, "batch_size": 64, "seeds": [0]},
+                {"method": "lyapunov", "flow_samples": 1, "flow_steps": 1, "radii": [0.1]}],
+}
+
+
+@pytest.fixture(scope="module")
+def certify_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro-certify") / "certify-grid"
+    return out, reproduce(parse_preset("test-certify-grid", CERTIFY_GRID), out, **QUIET)
+
+
+def test_certificates_run_after_the_attacks_on_the_same_examples_into_the_same_store(certify_run):
+    from zubov_bench.data import load_dataset
+    from zubov_bench.evaluation.plan import eval_subset
+
+    out, result = certify_run
+    store = ResultsStore(out)
+    records = store.records()
+    smoothing = [r for r in records if r.params.get("method") == "smoothing"]
+    assert {(r.model, r.train_seed, r.severity) for r in smoothing} == \
+        {(m, 0, radius) for m in ("node", "zubov") for radius in (0.25, 0.5)}
+    assert {r.n for r in smoothing} == {8}
+    lyapunov = {(r.model, r.train_seed) for r in records if r.params.get("method") == "lyapunov"}
+    assert ("node", 0) not in lyapunov and ("node", 1) not in lyapunov  # node has no Lyapunov function
+    assert lyapunov == {("zubov", 0)}
+    fgsm = next(r for r in records if r.perturbation == "fgsm" and r.model == "node" and r.train_seed == 0)
+    certified = next(r for r in smoothing if r.model == "node")
+    # the first 8 of the fixed permutation whose first 12 the attacks ran on (outcomes are stored sorted)
+    subset = sorted(eval_subset(len(load_dataset("digits").x_test), 12)[:8].tolist())
+    assert store.outcomes(certified.id)["index"].tolist() == subset
+    assert set(subset) <= set(store.outcomes(fgsm.id)["index"].tolist())
+    table = (out / "tables" / "results.md").read_text()
+    assert "Certified L₂, smoothing σ=0.25 (radius)" in table and "Certified L₂" in table
+    readme = result.readme.read_text()
+    assert "| `smoothing` | alpha 0.01, n 32, n0 8, sigma 0.25 | 0.25, 0.5 | first 8 of the evaluated examples | " \
+           "every checkpoint |" in readme
+    assert "Certified L₂, smoothing σ=0.25" in readme
+
+
+def test_a_finished_certification_is_not_run_again(certify_run, monkeypatch):
+    from zubov_bench.evaluation import certify as certify_module
+
+    out, _ = certify_run
+    before = {r.id for r in ResultsStore(out).records()}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("finished certificates must not run again")
+
+    monkeypatch.setattr(certify_module, "certify_checkpoints", forbidden)
+    again = reproduce(parse_preset("test-certify-grid", CERTIFY_GRID), out, **QUIET)
+    assert again.groups_evaluated == 0 and {r.id for r in ResultsStore(out).records()} == before
+
+
+def test_a_certificate_narrowed_to_seeds_is_planned_only_for_their_checkpoints(tmp_path):
+    from types import SimpleNamespace
+
+    from zubov_bench.reproduce.evaluation import pending_calls
+    from zubov_bench.reproduce.state import RunState
+
+    preset = parse_preset("certify-seeds", {**CERTIFY_GRID, "seeds": [0, 1]})
+    state = RunState(tmp_path, "certify-seeds", "test")
+    planned = {}
+    for seed in (0, 1):
+        run = SimpleNamespace(seed=seed, name=f"node-digits-s{seed}", dataset="digits", checkpoint=tmp_path / "m.pt")
+        calls = pending_calls(run, f"sha{seed}", preset.eval, None, tmp_path, state, set(), preset.certify)
+        planned[seed] = [(c.kind, c.kwargs.get("method"), c.kwargs.get("n_samples")) for c in calls]
+    assert planned[0] == [("eval", None, 12), ("certify", "smoothing", 8), ("certify", "lyapunov", 12)]
+    assert planned[1] == [("eval", None, 12), ("certify", "lyapunov", 12)]
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"method": "interval"}, "certify method must be one of smoothing, lyapunov"),
+    ({"method": "lyapunov", "sigma": 0.5}, "sigma belong"),
+    ({"method": "smoothing", "sigma": -1}, "sigma must be a positive number"),
+    ({"method": "smoothing", "n_samples": 13}, "exceeds eval.n_samples 12"),
+    ({"method": "smoothing", "seeds": [5]}, r"seeds \[5\] are not trained"),
+    ({"method": "smoothing", "radii": ["x"]}, "radii must be a list of numbers"),
+])
+def test_bad_certify_items_are_one_clear_error(item, message):
+    from zubov_bench.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        parse_preset("bad-certify", {**CERTIFY_GRID, "certify": [item]})
+
+
+def test_all_leaves_out_an_attack_narrowed_to_other_seeds():
+    from zubov_bench.reproduce.evaluation import group_attacks, narrowed_out
+
+    preset = parse_preset("all-but", {"seeds": [0, 1, 2], "eval": {
+        "attacks": ["all", {"attack": "autoattack", "seeds": [0]}, {"attack": "pgd:steps=5", "seeds": [0]}]}})
+    everything, narrowed = preset.eval.groups
+    assert narrowed.seeds == (0,) and narrowed_out(preset.eval, 0) == set()
+    assert narrowed_out(preset.eval, 1) == {"autoattack"}  # a spec with settings is no member of `all`
+    seed1 = group_attacks(everything, False, narrowed_out(preset.eval, 1))
+    assert "autoattack" not in seed1 and {"pgd", "fgsm", "square", "transfer"} <= set(seed1)
+    assert group_attacks(everything, False, narrowed_out(preset.eval, 0)) == ["all"]
+    assert "transfer" not in group_attacks(everything, True, {"autoattack"})  # nothing onto its own source

@@ -17,7 +17,7 @@ from ..evaluation.paper_protocol import PAPER, PaperAttack, protocol_of
 from ..evaluation.plan import parse_attacks
 from ..models import MODELS
 from ..perturbations import PERTURBATIONS, create_perturbation
-from .preset import AttackGroup, EvalPlan
+from .preset import AttackGroup, CertifyPlan, EvalPlan
 from .state import RunState
 from .training import RunPlan
 
@@ -37,9 +37,23 @@ def needs_source(spec: str) -> bool:
     return name in PERTURBATIONS and PERTURBATIONS.get(name).needs_source
 
 
-def group_attacks(group: AttackGroup, is_source: bool) -> list[str]:
-    """The group's attack specs for one checkpoint: nothing transfers onto its own source."""
-    return [s for s in group.attacks if not (is_source and attack_name(s) != ALL and needs_source(s))]
+def group_attacks(group: AttackGroup, is_source: bool, left_out: set[str] = frozenset()) -> list[str]:
+    """The group's attack specs for one checkpoint: nothing transfers onto its own source, and `all`
+    without the `left_out` perturbations is spelled out as the names it stands for."""
+    specs = []
+    for spec in group.attacks:
+        if attack_name(spec) == ALL and left_out:
+            specs += [n for n, cls in PERTURBATIONS.items() if not cls.group and n not in left_out]
+        else:
+            specs.append(spec)
+    return [s for s in specs if not (is_source and attack_name(s) != ALL and needs_source(s))]
+
+
+def narrowed_out(plan: EvalPlan, train_seed: int) -> set[str]:
+    """Perturbations that `all` leaves out for this training seed: a bare name given with `seeds:`
+    elsewhere (`- all` and `- {attack: autoattack, seeds: [0]}`: AutoAttack on seed 0 only)."""
+    return {attack_name(s) for g in plan.groups if not g.runs_on(train_seed) for s in g.attacks
+            if ":" not in s and attack_name(s) in PERTURBATIONS}
 
 
 def transfer_source(plan: EvalPlan) -> str | None:
@@ -88,18 +102,28 @@ def _group_key(run: RunPlan, sha: str, attacks: list[str], group: AttackGroup, p
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _certify_key(run: RunPlan, sha: str, certify: CertifyPlan, plan: EvalPlan) -> str:
+    settings = {"checkpoint": sha, "certify": certify.method, "settings": certify.settings, "radii": certify.radii,
+                "n": certify.n_samples or plan.n_samples, "batch": certify.batch_size, "seed": plan.seed,
+                "dataset": run.dataset}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 @dataclass
 class EvalCall:
-    """One `evaluate` call: a checkpoint and one attack group. Plain data, so a worker process can run it."""
+    """One `evaluate` call (a checkpoint and one attack group) or, with kind "certify", one
+    `certify_checkpoints` call. Plain data, so a worker process can run it."""
 
     key: str  # remembered in the state file once the call finished
     run: str  # run name
     kwargs: dict
+    kind: str = "eval"
 
 
 def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str] | None, out,
-                  state: RunState, stored_ids: set[str], **common) -> list[EvalCall]:
-    """The evaluate calls of one checkpoint that have not finished yet.
+                  state: RunState, stored_ids: set[str], certify_plans: list[CertifyPlan] = (),
+                  **common) -> list[EvalCall]:
+    """The evaluate (then certify) calls of one checkpoint that have not finished yet.
 
     `source` is (checkpoint path, sha256) of the transfer source, or None; `common` holds
     device, data_root, download and progress.
@@ -110,7 +134,7 @@ def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str
     for group in plan.groups:
         if not group.runs_on(run.seed):  # e.g. AutoAttack on training seed 0 only
             continue
-        attacks = group_attacks(group, is_source)
+        attacks = group_attacks(group, is_source, narrowed_out(plan, run.seed))
         if not attacks:
             continue
         key = _group_key(run, sha, attacks, group, plan, None if transfer_from is None else source[1])
@@ -120,13 +144,43 @@ def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str
             checkpoints=[str(run.checkpoint)], attacks=attacks, eps=group.eps, n_samples=plan.n_samples,
             batch_size=plan.batch_size, seed=plan.seed, grad_solver=plan.grad_solver, out=str(out),
             transfer_from=transfer_from, **common)))
+    for certify in certify_plans:  # after the attacks, on the first n of the same test subset
+        if not certify.runs_on(run.seed):
+            continue
+        key = _certify_key(run, sha, certify, plan)
+        if state.evaluated(key, stored_ids):
+            continue
+        calls.append(EvalCall(key, run.name, dict(
+            checkpoints=[str(run.checkpoint)], method=certify.method,
+            radii=None if certify.radii is None else ",".join(f"{r:g}" for r in certify.radii),
+            n_samples=certify.n_samples or plan.n_samples, batch_size=certify.batch_size, seed=plan.seed,
+            out=str(out), **certify.kwargs(), **common), kind="certify"))
     return calls
+
+
+def certify_call(kwargs: dict, log: Callable[[str], None] | None = None) -> list:
+    """certify_checkpoints, except that the Lyapunov certificate skips (with a note) a checkpoint whose
+    model does not qualify: the model's traits decide (lyapunov_certificate.certifiable_reason)."""
+    from ..checkpoint import load_checkpoint
+    from ..evaluation.certify import certify_checkpoints
+    from ..evaluation.lyapunov_certificate import certifiable_reason
+
+    if kwargs["method"] == "lyapunov":
+        path, = kwargs["checkpoints"]
+        reason = certifiable_reason(load_checkpoint(path)[0])
+        if reason:
+            (log or print)(f"[certify] {path}: no Lyapunov certificate: {reason}")
+            return []
+    return certify_checkpoints(**kwargs, **({"log": log} if log else {}))
 
 
 def run_calls(calls: list[EvalCall], log: Callable[[str], None] | None = None) -> list[tuple[str, list[str]]]:
     """Run one checkpoint's evaluate calls in order; returns (key, record ids) per call."""
     done = []
     for call in calls:
-        records = evaluate(**call.kwargs, **({"log": log} if log else {}))
+        if call.kind == "certify":
+            records = certify_call(call.kwargs, log)
+        else:
+            records = evaluate(**call.kwargs, **({"log": log} if log else {}))
         done.append((call.key, [r.id for r in records]))
     return done

@@ -210,7 +210,7 @@ class Reproduction:
             stored = ResultsStore(self.out).ids() if stored is None else stored
             source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
             calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
-                                  self.out, self.state, stored, **self._common)
+                                  self.out, self.state, stored, self.preset.certify, **self._common)
             if calls:
                 tasks.append(Task(f"eval:{run.name}", run_calls, calls, PRIORITY_EVAL + self._cost(run)))
             else:
@@ -221,7 +221,9 @@ class Reproduction:
         for key, ids in results:
             self.state.mark_evaluated(key, calls[0].run, ids)
         self.result.groups_evaluated += len(results)
-        self.log(f"[eval] {calls[0].run}: {len(results)} attack group(s) evaluated")
+        certified = sum(call.kind == "certify" for call in calls)
+        self.log(f"[eval] {calls[0].run}: {len(results) - certified} attack group(s) evaluated"
+                 + (f", {certified} certificate method(s) run" if certified else ""))
         return []
 
     def _roa_tasks(self, run: RunPlan) -> list[Task]:

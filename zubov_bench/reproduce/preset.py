@@ -17,9 +17,12 @@ from ..registry import Registry
 
 BUILTIN_FILE = Path(__file__).with_name("presets.yaml")
 TOP_KEYS = {"description", "datasets", "models", "exclude", "seeds", "train", "model_config", "eval", "tradeoff",
-            "roa", "notes", "expected_time", "threads", "jobs", "variants"}
+            "roa", "notes", "expected_time", "threads", "jobs", "variants", "certify"}
 EVAL_KEYS = {"n_samples", "batch_size", "seed", "grad_solver", "attacks", "transfer_source"}
 ROA_KEYS = {"dataset", "models", "train", "model_config", "resolution", "horizon", "steps"}
+CERTIFY_KEYS = {"method", "sigma", "n0", "n", "alpha", "radii", "n_samples", "batch_size", "seeds",
+                "flow_samples", "flow_steps"}
+CERTIFY_METHODS = ("smoothing", "lyapunov")
 VARIANT_KEYS = {"model", "model_config", "train", "seeds", "grid"}
 TRAIN_PREFIX = "train."  # a grid key with this prefix sweeps a training setting, not a model setting
 
@@ -58,6 +61,25 @@ class EvalPlan:
     transfer_source: str | None = "node"  # model whose checkpoint (same dataset, seed) is replayed
 
 
+@dataclass(frozen=True)
+class CertifyPlan:
+    """One `zubov-bench certify` method run by reproduce after the evaluation, on the first
+    n_samples of the same test subset, into the same results store."""
+
+    method: str  # smoothing | lyapunov (lyapunov: only checkpoints whose model qualifies, by its traits)
+    settings: tuple = ()  # (key, value) pairs passed to certify_checkpoints: sigma, n0, n, alpha, flow_*
+    radii: tuple[float, ...] | None = None  # None: the dataset's default radii
+    n_samples: int | None = None  # None: eval.n_samples
+    batch_size: int = 1000
+    seeds: tuple[int, ...] | None = None  # None: every checkpoint
+
+    def runs_on(self, train_seed: int) -> bool:
+        return self.seeds is None or train_seed in self.seeds
+
+    def kwargs(self) -> dict:
+        return dict(self.settings)
+
+
 @dataclass
 class RoAPlan:
     dataset: str = "toy2d"
@@ -87,6 +109,7 @@ class Preset:
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     jobs: int = 1  # worker processes for training runs and checkpoint evaluations
     variants: dict[str, Variant] = field(default_factory=dict)  # label -> variant (a sweep); empty: models
+    certify: list[CertifyPlan] = field(default_factory=list)  # run after the evaluation of each checkpoint
     source: dict = field(default_factory=dict)  # the mapping it was built from
 
     def default_models(self) -> list[str]:
@@ -200,6 +223,55 @@ def _eval_plan(name: str, data: dict) -> EvalPlan:
     return plan
 
 
+def _certify_plans(name: str, data, plan: EvalPlan) -> list[CertifyPlan]:
+    """A list of {method: smoothing|lyapunov, ...} (the options of `zubov-bench certify`), checked now."""
+    from ..evaluation.certify import SmoothingSettings, parse_radii
+
+    if data is None:
+        return []
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for item in items:
+        _check_keys(name, "a certify item", item, CERTIFY_KEYS)
+        method = item.get("method")
+        _require(method in CERTIFY_METHODS, name, f"certify method must be one of {', '.join(CERTIFY_METHODS)}, "
+                                                  f"got {method!r}")
+        ints = {}
+        for key, low in (("n0", 1), ("n", 1), ("n_samples", 1), ("batch_size", 1), ("flow_samples", 0),
+                         ("flow_steps", 0)):
+            if key in item:
+                value = item[key]
+                _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
+                         f"certify.{key} must be an integer >= {low}")
+                ints[key] = value
+        own = {"smoothing": ("n0", "n", "sigma", "alpha"), "lyapunov": ("flow_samples", "flow_steps")}
+        other = [k for k in item if k in {key for keys in own.values() for key in keys} and k not in own[method]]
+        _require(not other, name, f"certify {method}: {', '.join(other)} belong(s) to the other method")
+        settings = {k: v for k, v in ints.items() if k in own[method]}
+        if method == "smoothing":
+            try:
+                smoothing = SmoothingSettings(item.get("sigma", 0.25), ints.get("n0", 100), ints.get("n", 1000),
+                                              item.get("alpha", 0.001)).validate()
+            except UserError as exc:
+                raise UserError(f"reproduce preset {name!r}: certify smoothing: "
+                                f"{str(exc).replace('--', '')}") from None
+            settings.update(sigma=float(smoothing.sigma), alpha=float(smoothing.alpha))
+        radii = item.get("radii")
+        try:
+            radii = parse_radii(",".join(map(str, radii)) if isinstance(radii, list) else radii)
+        except UserError:
+            radii = None
+            _require(False, name, "certify.radii must be a list of numbers >= 0")
+        n_samples = ints.get("n_samples")
+        _require(n_samples is None or n_samples <= plan.n_samples, name,
+                 f"certify.n_samples {n_samples} exceeds eval.n_samples {plan.n_samples}: certificates are "
+                 "made on (the first of) the evaluated examples")
+        seeds = tuple(sorted(set(_int_list(name, "certify.seeds", item["seeds"])))) if "seeds" in item else None
+        out.append(CertifyPlan(method, tuple(sorted(settings.items())), radii, n_samples,
+                               ints.get("batch_size", 1000), seeds))
+    return out
+
+
 def _roa_plan(name: str, data) -> RoAPlan | None:
     if data is None:
         return None
@@ -261,9 +333,11 @@ def parse_preset(name: str, data: dict) -> Preset:
     seeds = _int_list(name, "seeds", data.get("seeds", [0]))
     trained = set(seeds).union(*(v.seeds or () for v in variants.values()))
     plan = _eval_plan(name, data.get("eval") or {})
-    for group in plan.groups:
-        unknown = sorted(set(group.seeds or ()) - trained)
-        _require(not unknown, name, f"{', '.join(group.attacks)}: seeds {unknown} are not trained by this preset "
+    certify = _certify_plans(name, data.get("certify"), plan)
+    for what, narrowed in [(", ".join(g.attacks), g.seeds) for g in plan.groups] + \
+            [(f"certify {c.method}", c.seeds) for c in certify]:
+        unknown = sorted(set(narrowed or ()) - trained)
+        _require(not unknown, name, f"{what}: seeds {unknown} are not trained by this preset "
                                     f"(its seeds: {', '.join(map(str, sorted(trained)))})")
     threads, jobs = data.get("threads"), data.get("jobs", 1)
     for key, value in (("threads", threads), ("jobs", jobs)):
@@ -286,6 +360,7 @@ def parse_preset(name: str, data: dict) -> Preset:
         threads=threads,
         jobs=jobs,
         variants=variants,
+        certify=certify,
         source=copy.deepcopy(data),
     )
 

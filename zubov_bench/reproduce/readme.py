@@ -178,9 +178,28 @@ def _what_ran_section(preset: Preset, manifest: list[dict], grids: dict, runs=()
             f"seed {plan.seed}, gradients through {solver}; transfer source: {transfer_source(plan) or 'none'}.", "",
             *_table(["attack", "severities"],
                     [[f"`{s}`", severities(s, g.eps, grids, models)] for g in plan.groups for s in g.attacks]), "",
+            *_certify_lines(preset, runs),
             *_table(["checkpoint", "epochs", "test acc", "sha256", "role"],
                     [[e["path"], e["epochs"], f"{e['test_acc']:.4f}", e["sha256"][:12], e["role"]]
                      for e in manifest])]
+
+
+def _certify_lines(preset: Preset, runs) -> list[str]:
+    """The certificates run after the attacks (docs/certify.md), as a table, then a blank line."""
+    if not preset.certify:
+        return []
+    trained = sorted({run.seed for run in runs})
+    rows = []
+    for c in preset.certify:
+        settings = ", ".join(f"{k} {v:g}" for k, v in c.settings) or "defaults"
+        radii = ", ".join(f"{r:g}" for r in c.radii) if c.radii else "the dataset's default radii"
+        n = c.n_samples or preset.eval.n_samples
+        where = ("every checkpoint" if c.seeds is None or not set(trained) - set(c.seeds)
+                 else f"training seed(s) {', '.join(map(str, c.seeds))} only")
+        if c.method == "lyapunov":
+            where += ", models whose checkpoint qualifies (an input-convex Lyapunov classifier; the others skipped)"
+        rows.append([f"`{c.method}`", settings, radii, f"first {n} of the evaluated examples", where])
+    return [*_table(["certify", "settings", "L2 radii", "examples", "checkpoints"], rows), ""]
 
 
 def _group_tables(out: Path) -> list[str]:
