@@ -232,3 +232,26 @@ def test_all_leaves_out_an_attack_narrowed_to_other_seeds():
     assert "autoattack" not in seed1 and {"pgd", "fgsm", "square", "transfer"} <= set(seed1)
     assert group_attacks(everything, False, narrowed_out(preset.eval, 0)) == ["all"]
     assert "transfer" not in group_attacks(everything, True, {"autoattack"})  # nothing onto its own source
+
+
+def test_per_checkpoint_unrolls_and_transfer_sources_are_not_a_narrowed_attack_set():
+    """Each checkpoint picks its own RK4 unroll and replays its own seed's source: the same attacks."""
+    from zubov_bench.records import Record
+    from zubov_bench.reports import build_tables
+    from zubov_bench.reports.seed_coverage import EVERY_SEED
+
+    records = []
+    for seed, steps in ((0, 10), (1, 20)):
+        base = dict(model="tisode", method="tisode", dataset="digits", checkpoint=f"s{seed}.pt",
+                    checkpoint_sha256=f"sha{seed}", train_seed=seed, threat="linf", severity=0.1, seed=0, n=20,
+                    clean_acc=0.9, robust_acc=0.5)
+        pgd = Record(perturbation="pgd", grad_solver=f"rk4:{steps}", params={"steps": 3, "n_samples": 20}, **base)
+        transfer = Record(perturbation="transfer", grad_solver="none", params={
+            "source": f"node-s{seed}.pt", "source_sha256": f"node{seed}", "n_samples": 20}, **base)
+        worst = Record(perturbation="worst-case", grad_solver="all", params={"n_samples": 20},
+                       members=[pgd.id, transfer.id], **{**base, "robust_acc": 0.4 + seed / 10})
+        records += [pgd, transfer, worst]
+    table, = build_tables(records, worst_case=True)
+    assert len(table.cells[("tisode", ("worst-case", "linf", 0.1))].values) == 2
+    assert not any(c.key[0] == EVERY_SEED for c in table.columns)
+    assert not any("training seed(s)" in note for note in table.notes)
