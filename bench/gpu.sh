@@ -5,7 +5,8 @@
 #   3. with --cuda-graphs: the training step, images/s of node and zubov on FashionMNIST at the CUDA
 #      preset's batch, and AutoAttack standard on 1,000 FashionMNIST images for node
 #      (bench/run.py --gpu --cuda-graphs --write: the GPU block of bench/RESULTS.md, written after
-#      each benchmark, so a step stopped by its limit keeps what it finished)
+#      each benchmark, so a step stopped by its limit keeps what it finished; it replaces the earlier
+#      GPU block, whose hand-written H200 notes of 2026-11-26 stay in git history)
 # Each step has its own time limit, reports ok or FAILED, and the script goes on. The logs go to
 # bench/logs/ (and to $OUT/ when set, as on a lent device machine).
 #   bench/gpu.sh          PY=python, the default; DEVICE=cpu walks the same steps without a GPU

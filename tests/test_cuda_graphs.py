@@ -71,15 +71,18 @@ def test_train_with_the_flag_on_a_cpu_notes_it_and_trains_the_same_weights(tmp_p
 
 
 def test_cuda_presets_scale_the_batch_unless_one_is_given(monkeypatch):
+    from zubov_bench.presets import CUDA_BATCH_SCALE
     from zubov_bench.training import resolve_run_config
 
     cpu = resolve_run_config("node", "fashion-mnist", None, {}, {}, "cpu")["train"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolve_device only asks this
     cuda = resolve_run_config("node", "fashion-mnist", None, {}, {}, "cuda")["train"]
-    assert (cuda["batch_size"], cuda["lr"]) == (4 * cpu["batch_size"], pytest.approx(2 * cpu["lr"]))
+    scale = CUDA_BATCH_SCALE["fashion-mnist"]
+    assert scale > 1
+    assert (cuda["batch_size"], cuda["lr"]) == (scale * cpu["batch_size"], pytest.approx(scale ** 0.5 * cpu["lr"]))
     given = resolve_run_config("node", "fashion-mnist", None, {"batch_size": 100}, {}, "cuda")["train"]
     assert (given["batch_size"], given["lr"]) == (100, cpu["lr"])  # a given batch keeps the preset's lr
     lr_given = resolve_run_config("node", "fashion-mnist", None, {"lr": 0.01}, {}, "cuda")["train"]
-    assert (lr_given["batch_size"], lr_given["lr"]) == (4 * cpu["batch_size"], 0.01)
+    assert (lr_given["batch_size"], lr_given["lr"]) == (scale * cpu["batch_size"], 0.01)
     digits = resolve_run_config("node", "digits", None, {}, {}, "cuda")["train"]
     assert digits == resolve_run_config("node", "digits", None, {}, {}, "cpu")["train"]  # small: unscaled
