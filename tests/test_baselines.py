@@ -222,6 +222,21 @@ def test_lyanet_hinge_is_zero_for_a_field_that_satisfies_the_decay_condition(dig
     assert (too_slow > 0).all()
 
 
+def test_lyanet_state_sampling_laws_differ_near_the_origin(digits):
+    """"ball" (uniform volume) leaves the start h(0) = 0 unsampled in K = 10 dimensions; "radius"
+    (the released sampler) puts a fixed share of the states near it. Both stay inside the ball."""
+    from baselines.lyanet import sample_ball
+
+    torch.manual_seed(0)
+    k = digits.spec.num_classes
+    ball, radial = (sample_ball(64, 64, k, 10.0, law=law).norm(dim=-1) for law in ("ball", "radius"))
+    assert ball.max() <= 10.0 and radial.max() <= 10.0
+    assert (ball < 5.0).float().mean() < 0.01  # (1/2)^10 of the volume
+    assert abs((radial < 5.0).float().mean().item() - 0.5) < 0.05
+    with pytest.raises(UserError, match="state_sampling"):
+        create_model("lyanet", digits.spec, state_sampling="shell")
+
+
 def test_fxts_hinge_is_zero_for_a_field_that_satisfies_the_fixed_time_condition(digits):
     model = create_model("fxts", digits.spec)
     c = model.cfg
