@@ -255,3 +255,49 @@ def test_per_checkpoint_unrolls_and_transfer_sources_are_not_a_narrowed_attack_s
     assert len(table.cells[("tisode", ("worst-case", "linf", 0.1))].values) == 2
     assert not any(c.key[0] == EVERY_SEED for c in table.columns)
     assert not any("training seed(s)" in note for note in table.notes)
+
+
+# --- reports on unusual stores --------------------------------------------------------------------
+def _record(method: str, perturbation: str, threat: str, severity: float, robust: float, **params):
+    from zubov_bench.records import Record
+
+    return Record(model=method, method=method, dataset="digits", checkpoint=f"{method}.pt",
+                  checkpoint_sha256=f"sha-{method}", train_seed=0, perturbation=perturbation, threat=threat,
+                  severity=severity, seed=0, grad_solver="none" if threat == "noise" else "deployed", n=20,
+                  clean_acc=0.9, robust_acc=robust, params={"n_samples": 20, **params})
+
+
+def test_tables_and_figures_of_a_store_with_only_noise_records(tmp_path):
+    from zubov_bench.reproduce.outputs import write_figures, write_tables
+
+    store = ResultsStore(tmp_path)
+    for method, robust in (("node", 0.7), ("zubov", 0.8)):
+        for sigma in (0.1, 0.3):
+            store.put(_record(method, "gaussian", "noise", sigma, robust - sigma / 10), None)
+    written = {p.name for p in write_tables(tmp_path)}
+    assert {"results.md", "results.tex", "results.csv"} <= written and "worst-case.md" not in written
+    assert "Gaussian" in (tmp_path / "tables" / "results.md").read_text()
+    figures = {p.name for p in write_figures(tmp_path, "linf", 0.1)}
+    assert figures == {"severity-digits.png", "severity-digits.pdf"}
+
+
+def test_table_only_shows_the_paper_columns_only_when_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from zubov_bench.cli import main
+
+    store = ResultsStore(tmp_path)
+    for method in ("sodef", "node"):
+        fgsm = _record(method, "fgsm", "linf", 0.1, 0.4)
+        store.put(fgsm, None)
+        store.put(_record(method, "worst-case", "linf", 0.1, 0.3), None)
+    store.put(_record("sodef", "pgd", "linf", 0.1, 0.6, protocol="paper", steps=20), None)
+
+    def table(*only):
+        result = CliRunner().invoke(main, ["table", "--results", str(tmp_path), *[f"--only={o}" for o in only]])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "Paper protocol" in table()
+    assert "Paper protocol" not in table("fgsm") and "gap" not in table("fgsm")
+    assert "Paper protocol" in table("fgsm,paper")

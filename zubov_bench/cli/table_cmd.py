@@ -22,7 +22,8 @@ import click
                    "Noise and black-box records stay; worst-case unions are dropped.")
 @click.option("--only", "only", multiple=True, metavar="NAME[,NAME]",
               help="Only these perturbations' columns beside clean accuracy (repeatable), e.g. "
-                   "--only autoattack,worst-case for a compact table.")
+                   "--only autoattack,worst-case for a compact table; `paper` names the paper-protocol "
+                   "and gap columns.")
 @click.option("--alignment", is_flag=True,
               help="The Lyapunov alignment table instead: per checkpoint of a model with Lyapunov "
                    "functions, stable equilibria, PRoA points reaching e_k, data ending in their PRoA.")

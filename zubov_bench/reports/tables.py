@@ -15,6 +15,9 @@ from .seed_coverage import EVERY_SEED_NAME, narrow_worst_cases, narrowed_note, p
 from .labels import THREATS, perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
+PAPER_ONLY = "paper"  # the --only name of the paper-protocol and gap columns (as eval's --attack paper)
+
+
 @dataclass(frozen=True)
 class Column:
     group: str  # header spanning consecutive columns; "" for a column of its own
@@ -63,7 +66,8 @@ def build_tables(records: list[Record], dataset: str | None = None, grad_solvers
     if not records:
         raise UserError("no records match" + (f" dataset {dataset!r}" if dataset else "")
                         + (f" and grad solver(s) {', '.join(grad_solvers)}" if grad_solvers else ""))
-    present = {r.perturbation for r in records} | set(groups_present(records))
+    present = {r.perturbation for r in records} | set(groups_present(records)) \
+        | ({PAPER_ONLY} if split_paper_records(records)[1] else set())
     unknown = sorted(set(only) - present)
     if unknown:
         raise UserError(f"no records of {', '.join(unknown)}; these results have: "
@@ -95,6 +99,8 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
                     if any(c.key == key for c in columns)]
     group_notes += partial_attack_notes(cells, records, [c.key for c in columns])
     mark_best(cells, methods, [c.key for c in columns])
+    if only and PAPER_ONLY not in only:  # --only shows what it names: the paper columns when it names `paper`
+        paper = []
     for label, key, extra in paper_cells(paper, records, dataset):  # after mark_best: a gap is no score
         columns.append(Column("Paper protocol", label, key))
         cells.update(extra)

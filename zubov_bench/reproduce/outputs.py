@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
 from ..evaluation import ResultsStore
+from ..evaluation.worst_case import ATTACK_THREATS
 from ..io import write_text
 from ..reports import build_tables, load_records, plot_results, render, write_roa_figure
 from ..reports.alignment import load_alignment, render_alignment
@@ -23,7 +23,10 @@ def write_tables(out: Path) -> list[Path]:
     Lyapunov functions, alignment.{md,tex,csv}."""
     records = load_records(out)
     written = []
+    attacked = any(r.threat in ATTACK_THREATS for r in records)
     for worst_case, stem in TABLE_STEMS.items():
+        if worst_case and not attacked:  # only noises or corruptions: no worst case to tabulate
+            continue
         tables = build_tables(records, None, (), worst_case, outcomes=ResultsStore(out).outcomes)
         for fmt, ext in TABLE_FORMATS:
             path = out / TABLES / f"{stem}.{ext}"
@@ -44,11 +47,17 @@ def write_tables(out: Path) -> list[Path]:
 
 
 def write_figures(out: Path, threat: str, eps: float | None) -> list[Path]:
-    """Severity and trade-off figures per dataset; the trade-off ε falls back to the grid's middle."""
+    """Severity and trade-off figures per dataset; the trade-off ε falls back to the grid's middle.
+    A store without attacks of `threat` gets the severity figures only."""
+    from ..reports.aggregate import ordered
+    from ..reports.plots import save_figure, severity_figure
+
     records = load_records(out)
     grid = attack_severities(records, threat)
-    if not grid:
-        raise UserError(f"no {threat} attack records in {out}: cannot draw the trade-off figure")
+    if not grid:  # only noises or corruptions: no trade-off at an attack ε, the severity figures still
+        return [path for ds in ordered(r.dataset for r in records)
+                for path in save_figure(severity_figure([r for r in records if r.dataset == ds], ds),
+                                        out / FIGURES, f"severity-{ds}")]
     chosen = eps if eps is not None and any(abs(s - eps) < 1e-9 for s in grid) else None
     return plot_results(records, out / FIGURES, chosen, threat)
 
