@@ -22,7 +22,7 @@ from .evaluation import pending_calls, run_calls, transfer_source, validate_grou
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
-from .readme import write_readme
+from .readme import git_state, write_readme
 from .state import RunState
 from .training import RunPlan, ensure_trained, manifest_entry, plan_run, run_state, write_manifest
 
@@ -137,6 +137,7 @@ class Reproduction:
         self.runs = plan_runs(preset, names, self.ckpt_root)
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
         self.state = RunState(out, preset.name, command)
+        self.state.set_commit(*git_state(Path(__file__).parent))
         self.result = ReproduceResult(out, out / "README.md")
         self.summaries: dict[str, dict] = {}
         self.eval_planned: set[str] = set()

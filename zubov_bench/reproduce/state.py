@@ -72,8 +72,12 @@ class RunState:
         return bool(entry) and set(entry["records"]) <= stored_ids
 
     def mark_evaluated(self, key: str, run: str, record_ids: list[str]) -> None:
-        self.data["evaluated"][key] = {"run": run, "records": record_ids}
+        # the commit of the code that computed these records (the README names it)
+        self.data["evaluated"][key] = {"run": run, "records": record_ids, "commit": self.current.get("commit")}
         self.save()
+
+    def set_commit(self, commit: str | None, dirty: bool) -> None:
+        self.current.update(commit=commit, dirty=dirty)
 
     # --- figures -----------------------------------------------------------------------
     def figure_done(self, name: str, sha: str, files: list[Path]) -> bool:
