@@ -4,7 +4,7 @@
 # lr 2e-3, seed 0); certified on the same 500 test images as `eval`: the Lyapunov certificate for
 # Zubov-Net, randomized smoothing (sigma 0.25 and 0.5, n0 = 100, n = 1,000, alpha = 0.001) for both.
 # Usage: results/certify-study/run.sh [STEP ...]   (steps: train-node train-zubov certify-node
-# certify-zubov-lyapunov certify-zubov-smoothing summary; default: all, in that order). Every step
+# certify-zubov-lyapunov certify-zubov-smoothing attack-zubov summary; default: all, in that order). Every step
 # skips what is already done (train: the run folder exists; certify: the records exist), so steps
 # can run in two shells at once. Run from the repository root.
 set -euo pipefail
@@ -37,10 +37,12 @@ step() {
     certify-zubov-lyapunov) "${ZB[@]}" certify -c "$ZUBOV" --method lyapunov "${CERT[@]}" ;;
     certify-zubov-smoothing) for s in 0.25 0.5; do
                     "${ZB[@]}" certify -c "$ZUBOV" --method smoothing --sigma "$s" "${CERT[@]}"; done ;;
+    attack-zubov) nice -n 5 env OMP_NUM_THREADS=1 "$PY" $HERE/attack_certified.py "$ZUBOV" "$STORE" \
+                    | tee $HERE/attack-zubov.txt ;;
     summary) "$PY" $HERE/summarize.py "$STORE" > $HERE/summary.md && cat $HERE/summary.md ;;
     *) echo "unknown step $1" >&2; exit 2 ;;
   esac
 }
 STEPS=("$@")
-[ ${#STEPS[@]} -gt 0 ] || STEPS=(train-node train-zubov certify-node certify-zubov-lyapunov certify-zubov-smoothing summary)
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(train-node train-zubov certify-node certify-zubov-lyapunov certify-zubov-smoothing attack-zubov summary)
 for s in "${STEPS[@]}"; do step "$s"; done
