@@ -2,7 +2,9 @@
 # Zubov-Net's aligned mechanism measured (docs/zubov-net.md section 3): three training seeds of the
 # toy2d and digits presets, and one FashionMNIST run, each with the Lyapunov alignment diagnostics on
 # the whole test set (toy2d, digits) or 1,000 test images (FashionMNIST); `node` under the same
-# budgets for the accuracy comparison. Run from the repository root:
+# budgets for the accuracy comparison. The FashionMNIST run here is the first aligned one (5 epochs,
+# held outer shell: aligned-fashion-mnist.yaml); the fashion-mnist recipe as it now trains, three
+# seeds at 6 epochs against node, is run-aligned-fashion.sh. Run from the repository root:
 #   bash results/zubov-study/run-aligned.sh
 set -euo pipefail
 OUT=results/zubov-study/aligned
