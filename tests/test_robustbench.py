@@ -40,7 +40,14 @@ def test_every_checkpoint_gets_a_valid_model_info(store, tmp_path):
         info = json.loads(path.read_text())
         assert set(info) == set(FIELDS) and all(isinstance(info[k], TYPES[k]) for k in FIELDS), path
         assert PERCENT.fullmatch(info["clean_acc"]) and PERCENT.fullmatch(info["autoattack_acc"])
-        assert info["reported"] == "" and "no paper-protocol record" in info["footnote"]
+        # `reported` is the checkpoint's own paper-protocol record at that eps, independently looked up
+        paper = [r for r in records if r.method == info["architecture"] and r.params.get("protocol") == "paper"
+                 and r.threat == "linf" and abs(r.severity - 0.1) < 1e-9]
+        if paper:
+            assert info["reported"] == f"{100 * min(r.robust_acc for r in paper):.2f}", path
+            assert "paper protocol" in info["footnote"]
+        else:
+            assert info["reported"] == "" and "no paper-protocol record" in info["footnote"]
         assert info["threat_model"] == "Linf" and path.parent.name == "Linf"
         assert path.parent.parent.name == info["dataset"] and info["eps"] == "0.1"
         # the number is the stored worst case of that checkpoint at L∞ 0.1, independently looked up
