@@ -21,10 +21,15 @@ PAPER_GRID = {
 }
 
 
+def run_grid(tmp_path_factory, name: str, grid: dict):
+    """(out folder, reproduce result) of the test preset `grid`, run once into a fresh folder."""
+    out = tmp_path_factory.mktemp(f"repro-{name}") / f"{name}-grid"
+    return out, reproduce(parse_preset(f"test-{name}-grid", grid), out, **QUIET)
+
+
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro-paper") / "paper-grid"
-    return out, reproduce(parse_preset("test-paper-grid", PAPER_GRID), out, **QUIET)
+    return run_grid(tmp_path_factory, "paper", PAPER_GRID)
 
 
 def test_paper_in_a_preset_runs_each_models_own_protocol_beside_the_worst_case(paper_run):
@@ -69,8 +74,7 @@ SEEDS_GRID = {
 
 @pytest.fixture(scope="module")
 def seeds_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro-seeds") / "seeds-grid"
-    return out, reproduce(parse_preset("test-seeds-grid", SEEDS_GRID), out, **QUIET)
+    return run_grid(tmp_path_factory, "seeds", SEEDS_GRID)
 
 
 def test_an_attack_narrowed_to_seeds_runs_only_on_their_checkpoints(seeds_run):
@@ -142,8 +146,7 @@ CERTIFY_GRID = {
 
 @pytest.fixture(scope="module")
 def certify_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro-certify") / "certify-grid"
-    return out, reproduce(parse_preset("test-certify-grid", CERTIFY_GRID), out, **QUIET)
+    return run_grid(tmp_path_factory, "certify", CERTIFY_GRID)
 
 
 def test_certificates_run_after_the_attacks_on_the_same_examples_into_the_same_store(certify_run):
