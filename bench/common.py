@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from zubov_bench.provenance import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,16 +43,6 @@ def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
         for name in names if round_ % 2 == 0 else names[::-1]:
             times[name].append(timed(fns[name]))
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def git_commit() -> str:

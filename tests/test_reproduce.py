@@ -375,7 +375,7 @@ def test_a_killed_reproduce_stops_its_worker_processes(tmp_path):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_a_readme_names_its_commit_dirty_only_for_code_changes(tmp_path):
     """Regenerating committed results changes files under results/: that is not a dirty commit."""
-    from zubov_bench.reproduce.readme import git_state
+    from zubov_bench.provenance import git_state
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -312,13 +312,14 @@ def test_the_readme_names_the_commits_that_trained_and_evaluated(tmp_path):
     from zubov_bench.reproduce.readme import provenance
     from zubov_bench.reproduce.state import RunState
 
-    for name, commit in (("node-digits-s0", "a" * 40), ("node-digits-s1", "a" * 40), ("zubov-digits-s0", "b" * 40)):
+    for name, commit, dirty in (("node-digits-s0", "a" * 40, False), ("node-digits-s1", "a" * 40, False),
+                                ("zubov-digits-s0", "b" * 40, False), ("zubov-digits-s1", "b" * 40, True)):
         (tmp_path / "checkpoints" / name).mkdir(parents=True)
-        (tmp_path / "checkpoints" / name / "env.json").write_text(json.dumps({"git_commit": commit}))
+        (tmp_path / "checkpoints" / name / "env.json").write_text(json.dumps({"git_commit": commit, "git_dirty": dirty}))
     state = RunState(tmp_path, "p", "cmd")
     state.data["evaluated"]["old"] = {"run": "node-digits-s0", "records": []}  # from before commits were recorded
     state.set_commit("c" * 40, False)
     state.mark_evaluated("new", "zubov-digits-s0", [])
     lines = "\n".join(provenance(tmp_path, state))
-    assert f"Training commits** (checkpoints' `env.json`, runs per commit): `{'a' * 12}` (2), `{'b' * 12}` (1)" in lines
+    assert f"Training commits** (checkpoints' `env.json`, runs per commit): `{'a' * 12}` (2), `{'b' * 12}` (1), `{'b' * 12}` with uncommitted code changes (1)" in lines
     assert f"not recorded (1), `{'c' * 12}` (1)" in lines and f"that recorded one: {'c' * 12}" in lines

@@ -58,6 +58,7 @@ def test_train_records_the_choice_and_gives_the_count_back(tmp_path, monkeypatch
     assert result.exit_code == 0, result.output
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["threads"] == 1 and env["threads_chosen_by"] == "--threads 1"
+    assert env["cpu"] and isinstance(env["git_dirty"], bool)  # what reproducibility depends on
     assert torch.get_num_threads() == 2  # the in-process caller's count is back
 
 

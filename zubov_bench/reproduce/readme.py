@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from ..io import write_text
 from ..perturbations import PERTURBATIONS
 from ..perturbations.registry import group_members
 from ..presets import resolve_preset
+from ..provenance import cpu_model, git_state
 from .evaluation import is_paper, paper_models, transfer_source
 from .preset import Preset
 
@@ -21,30 +21,8 @@ FULL_N_SAMPLES = 1000  # the protocol's minimum subset (the paper preset uses wh
 IGNORED_PARAMS = {"source", "norm"}  # a path and a threat model, not budgets
 
 
-OUTPUT_DIRS = ("results", "checkpoints")  # what runs write: changes there are not code changes
-
-
-def git_state(cwd: Path) -> tuple[str | None, bool]:
-    """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git.
-
-    Dirty means uncommitted changes to tracked files outside the output folders, so that a run
-    regenerating committed results still names a clean commit."""
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return None, False
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *[f":(top,exclude){d}" for d in OUTPUT_DIRS])
-        return head.stdout.strip(), bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None, False
-
-
 def machine(device: torch.device, jobs: int) -> list[str]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return [f"{platform.platform()}, Python {platform.python_version()}",
             f"{os.cpu_count()} CPU cores; torch {torch.__version__}; {jobs} worker process(es) with "
             f"{torch.get_num_threads()} torch thread(s) each",
@@ -153,11 +131,15 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+DIRTY = "+dirty"  # a training commit whose checkout had uncommitted code changes (env.json's git_dirty)
+
+
 def _commit_counts(commits: list) -> str:
     counts: dict = {}
     for c in commits:
         counts[c] = counts.get(c, 0) + 1
-    return ", ".join(f"`{c[:12]}` ({n})" if c else f"not recorded ({n})" for c, n in counts.items())
+    return ", ".join(f"`{c[:12]}`{' with uncommitted code changes' if c.endswith(DIRTY) else ''} ({n})"
+                     if c else f"not recorded ({n})" for c, n in counts.items())
 
 
 def provenance(out: Path, state) -> list[str]:
@@ -168,7 +150,9 @@ def provenance(out: Path, state) -> list[str]:
     trained = []
     for env in sorted((out / "checkpoints").glob("*/env.json")):
         try:
-            trained.append(json.loads(env.read_text()).get("git_commit"))
+            recorded = json.loads(env.read_text())
+            commit = recorded.get("git_commit")
+            trained.append(commit + DIRTY if commit and recorded.get("git_dirty") else commit)
         except (OSError, json.JSONDecodeError):
             trained.append(None)
     evaluated = [entry.get("commit") for entry in state.data.get("evaluated", {}).values()]

@@ -5,7 +5,6 @@ import io as _io
 import json
 import math
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..device import deterministic_algorithms, resolve_device, thread_choice
 from ..config import TrainConfig  # noqa: F401  (its home is config.py; re-exported here)
 from ..errors import UserError
 from ..io import write_bytes, write_json
+from ..provenance import cpu_model, git_state
 from ..models.ode import SolverError, compile_field, cuda_graphs_enabled
 from . import distributed
 from .adversarial import adversarial_batch
@@ -33,18 +33,13 @@ class NumericalError(UserError):
 
 
 def environment(device: torch.device) -> dict:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)
-        commit = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit, dirty = git_state(Path(__file__).parent)
     return {
         "suite_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "device": str(device),
+        "platform": platform.platform(), "cpu": cpu_model(), "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "git_commit": commit, "threads": torch.get_num_threads(), "threads_chosen_by": thread_choice(),
-        "cuda_graphs": cuda_graphs_enabled(),
+        "git_commit": commit, "git_dirty": dirty, "threads": torch.get_num_threads(),
+        "threads_chosen_by": thread_choice(), "cuda_graphs": cuda_graphs_enabled(),
     }
 
 

@@ -1,0 +1,42 @@
+"""Where a number came from: the code's commit (and whether the checkout had uncommitted code
+changes) and the processor, recorded by training runs, reproduce READMEs and benchmarks alike,
+because results regenerate bit for bit only on the same code and the same kind of machine
+(docs/reproduce.md)."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+OUTPUT_DIRS = ("results", "checkpoints")  # what runs write: changes there are not code changes
+
+
+def git_state(cwd: Path) -> tuple[str | None, bool]:
+    """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git.
+
+    Dirty means uncommitted changes to tracked files outside the output folders, so that a run
+    regenerating committed results still names a clean commit."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None, False
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                    *[f":(top,exclude){d}" for d in OUTPUT_DIRS])
+        return head.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def cpu_model() -> str:
+    """The processor's model name ("AMD EPYC 9R14", "Intel(R) Xeon(R) Processor"): platform.processor()
+    says only "x86_64" or nothing on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
