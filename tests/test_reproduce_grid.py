@@ -118,6 +118,27 @@ def test_the_worst_case_is_strict_for_seed_0_and_every_seed_over_the_common_atta
     assert "Worst case, every seed" in md
 
 
+def test_figures_count_the_worst_case_as_the_tables_do(seeds_run):
+    """The severity figure's worst case is strict (seed 0, which ran every attack) and the every-seed
+    worst case is a series of its own; the trade-off point's clean accuracy is of the same seeds."""
+    from zubov_bench.reports import load_records
+    from zubov_bench.reports.plots import figure_cells, tradeoff_figure
+    from zubov_bench.reports.seed_coverage import EVERY_SEED
+
+    out, _ = seeds_run
+    store = ResultsStore(out)
+    records = load_records(out)
+    _, cells, keys = figure_cells(records, store.outcomes)
+    sha_of = {r.train_seed: r.checkpoint_sha256 for r in records}
+    assert set(cells[("node", ("worst-case", "linf", 0.1))].values) == {sha_of[0]}
+    assert (EVERY_SEED, "linf", 0.1) in keys and len(cells[("node", (EVERY_SEED, "linf", 0.1))].values) == 2
+    figure = tradeoff_figure(records, "digits", 0.1, outcomes=store.outcomes)
+    (x,), _ = figure.axes[0].lines[0].get_data()
+    clean0 = next(r.clean_acc for r in records if r.train_seed == 0 and r.perturbation == "worst-case")
+    assert x == pytest.approx(100 * clean0)  # seed 0's clean accuracy, not the mean over both seeds
+    assert (out / "figures" / "severity-digits.png").exists()
+
+
 def test_attack_seeds_must_be_trained_seeds():
     from zubov_bench.errors import UserError
 

@@ -52,9 +52,11 @@ def command(results_dir, out_dir, eps, threat, dataset, roa, checkpoints, resolu
         return
     if checkpoints:
         raise UserError("--checkpoint needs --roa")
+    from ..evaluation import ResultsStore
     from ..reports import load_records, plot_results
 
-    for path in plot_results(load_records(results_dir), out_dir, eps, threat, dataset):
+    for path in plot_results(load_records(results_dir), out_dir, eps, threat, dataset,
+                             outcomes=ResultsStore(results_dir).outcomes):
         click.echo(f"wrote {path}")
 
 

@@ -16,6 +16,8 @@ from ..records import Record
 from .aggregate import CLEAN, WORST_CASE, Cell, column_order, filter_records, ordered, summarize
 from .certified import certified_title, is_certified
 from .labels import THREATS, series_label, severity_label, severity_symbol
+from .paper import split_paper_records
+from .seed_coverage import EVERY_SEED, EVERY_SEED_NAME, narrow_worst_cases
 
 FIGURE_FORMATS = ("png", "pdf")
 
@@ -54,18 +56,42 @@ def method_style(i: int) -> dict:
     return {"color": f"C{i % 10}", "marker": MARKERS[(i // 10) % len(MARKERS)]}
 
 
-def severity_figure(records: list[Record], dataset: str) -> Figure:
-    """One panel per perturbation: accuracy against severity (clean at 0), one line per method."""
+def figure_cells(records: list[Record], outcomes=None) -> tuple[list[Record], dict, list[tuple]]:
+    """(strict records, cells, column keys) as the tables count them: paper-protocol records left out
+    (they have their own table columns), a worst case whose attacks ran on only some training seeds
+    kept strict (the checkpoints that ran every attack) and, where `outcomes` can read the
+    per-example arrays, its every-seed worst case as a series of its own (reports/seed_coverage.py)."""
+    records, _ = split_paper_records(records)
     cells = summarize(records)
-    methods = ordered(r.method for r in records)
     keys = column_order(records)
+    for entry in narrow_worst_cases(cells, records, outcomes):
+        cells.update(entry.every_seed)
+        if entry.every_seed and entry.every_seed_key not in keys:
+            keys.append(entry.every_seed_key)
+    return records, cells, keys
+
+
+def _series_title(pert: str, threat: str) -> str:
+    if is_certified(threat):
+        return certified_title(pert)
+    if pert == EVERY_SEED:
+        return f"{EVERY_SEED_NAME} {THREATS.get(threat, threat)}"
+    return series_label(pert, threat)
+
+
+def severity_figure(records: list[Record], dataset: str, outcomes=None) -> Figure:
+    """One panel per perturbation: accuracy against severity (clean at 0), one line per method. The
+    worst case is strict: where an attack ran on only some training seeds, the checkpoints that ran
+    every attack, and a second panel has the every-seed worst case (weaker, all seeds)."""
+    records, cells, keys = figure_cells(records, outcomes)
+    methods = ordered(r.method for r in records)
     series = ordered(k[:2] for k in keys)
     fig, axes = _panel_grid(len(series))
     for ax, (pert, threat) in zip(axes, series):
         for i, method in enumerate(methods):
             _plot_series(ax, cells, method, [k for k in keys if k[:2] == (pert, threat)], method_style(i),
                          with_clean=not is_certified(threat))  # a certified series has its own radius 0
-        ax.set_title(certified_title(pert) if is_certified(threat) else series_label(pert, threat), fontsize=10)
+        ax.set_title(_series_title(pert, threat), fontsize=10)
         ax.set_xlabel(f"radius ({THREATS['l2']})" if is_certified(threat) else _parameter_name(pert, threat))
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
@@ -124,9 +150,11 @@ def pick_eps(records: list[Record], threat: str, eps: float | None) -> float:
     return match[0]
 
 
-def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str = "linf") -> Figure:
-    """Clean accuracy against robust accuracy at one epsilon, one point per method (± std)."""
-    cells = summarize(records)
+def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str = "linf", outcomes=None) -> Figure:
+    """Clean accuracy against robust accuracy at one epsilon, one point per method (± std). Both
+    coordinates come from the same checkpoints: with a strict worst case that only some training
+    seeds have (an attack ran on those alone), the clean accuracy of those seeds."""
+    records, cells, _ = figure_cells(records, outcomes)
     fig = Figure(figsize=(5.0, 4.2), layout="constrained")
     ax = fig.subplots()
     sources = set()
@@ -135,7 +163,8 @@ def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str
         if not robust or (method, CLEAN) not in cells:
             continue
         sources.add(from_union)
-        (cx, cs), (ry, rs) = _mean_std(cells[(method, CLEAN)].values.values()), _mean_std(robust.values())
+        clean = cells[(method, CLEAN)].values
+        (cx, cs), (ry, rs) = _mean_std(clean[sha] for sha in robust if sha in clean), _mean_std(robust.values())
         ax.errorbar([cx], [ry], xerr=[cs], yerr=[rs], capsize=3, label=method, **method_style(i))
         ax.annotate(method, (cx, ry), textcoords="offset points", xytext=(5, 4), fontsize=8)
     what = {frozenset({True}): "worst case over attacks", frozenset({False}): "strongest single attack"}
@@ -153,8 +182,10 @@ def tradeoff_figure(records: list[Record], dataset: str, eps: float, threat: str
 
 
 def plot_results(records: list[Record], out_dir: str | Path, eps: float | None = None,
-                 threat: str = "linf", dataset: str | None = None) -> list[Path]:
-    """Write severity-<dataset> and tradeoff-<dataset> figures (PNG and PDF) for every dataset."""
+                 threat: str = "linf", dataset: str | None = None, outcomes=None) -> list[Path]:
+    """Write severity-<dataset> and tradeoff-<dataset> figures (PNG and PDF) for every dataset.
+    `outcomes(record_id)` (the store's per-example arrays) adds the every-seed worst case where an
+    attack ran on only some training seeds."""
     records = filter_records(records, dataset)
     if not records:
         raise UserError(f"no records for dataset {dataset!r}" if dataset else "no records to plot")
@@ -162,6 +193,6 @@ def plot_results(records: list[Record], out_dir: str | Path, eps: float | None =
     for ds in ordered(r.dataset for r in records):
         subset = [r for r in records if r.dataset == ds]
         chosen = pick_eps(subset, threat, eps)
-        written += save_figure(severity_figure(subset, ds), out_dir, f"severity-{ds}")
-        written += save_figure(tradeoff_figure(subset, ds, chosen, threat), out_dir, f"tradeoff-{ds}")
+        written += save_figure(severity_figure(subset, ds, outcomes), out_dir, f"severity-{ds}")
+        written += save_figure(tradeoff_figure(subset, ds, chosen, threat, outcomes), out_dir, f"tradeoff-{ds}")
     return written

@@ -53,13 +53,14 @@ def write_figures(out: Path, threat: str, eps: float | None) -> list[Path]:
     from ..reports.plots import save_figure, severity_figure
 
     records = load_records(out)
+    outcomes = ResultsStore(out).outcomes
     grid = attack_severities(records, threat)
     if not grid:  # only noises or corruptions: no trade-off at an attack ε, the severity figures still
         return [path for ds in ordered(r.dataset for r in records)
-                for path in save_figure(severity_figure([r for r in records if r.dataset == ds], ds),
+                for path in save_figure(severity_figure([r for r in records if r.dataset == ds], ds, outcomes),
                                         out / FIGURES, f"severity-{ds}")]
     chosen = eps if eps is not None and any(abs(s - eps) < 1e-9 for s in grid) else None
-    return plot_results(records, out / FIGURES, chosen, threat)
+    return plot_results(records, out / FIGURES, chosen, threat, outcomes=outcomes)
 
 
 def roa_files(out: Path, run_name: str) -> list[Path]:
