@@ -73,13 +73,14 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
     from .evaluation.plan import eval_subset, parse_attacks, parse_eps
     from .evaluation.solver_view import parse_grad_solvers
     from .evaluation.store import ResultsStore, check_writable_target
+    from .io import log_to_stderr
     from .models.protocols import is_lyapunov_model
 
     if dataset is None:
         raise UserError("evaluate(module, ...) needs dataset=, e.g. dataset='digits'")
     if opts.jobs != 1:
         raise UserError("options.jobs > 1 needs checkpoint paths; a module is evaluated in this process")
-    runner._validate_sizes(opts.n_samples, opts.batch_size, opts.seed)
+    runner.validate_sizes(opts.n_samples, opts.batch_size, opts.seed)
     eps = parse_eps(opts.eps)
     requests = parse_attacks(attacks, None)
     dev = resolve_device(opts.device)
@@ -109,10 +110,10 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
             views = parse_grad_solvers(opts.grad_solver) if isinstance(opts.grad_solver, (str, type(None))) \
                 else list(opts.grad_solver)
             resolve_views(ctx, views)
-            ids = runner._evaluate_checkpoint(ctx, requests, eps, opts.seed, store, opts.force, None,
-                                              opts.progress, runner._stderr)
+            ids = runner.evaluate_checkpoint(ctx, requests, eps, opts.seed, store, opts.force, None,
+                                              opts.progress, log_to_stderr)
             if is_lyapunov_model(model):  # as eval does: are its V Lyapunov functions of its flow?
-                runner.record_alignment(ctx, opts.seed, store, opts.force, runner._stderr)
+                runner.record_alignment(ctx, opts.seed, store, opts.force, log_to_stderr)
     finally:
         module.train(was_training)  # the caller's module as it was, except for its device
         for parameter, flag in grad_flags:

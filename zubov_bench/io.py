@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,11 @@ _UMASK = _read_umask()
 
 # Faults of the environment, not of the program: each becomes one line naming the path.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def log_to_stderr(message: str) -> None:
+    """The default progress log of long commands: one line on stderr, flushed (a log file follows it)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def environment_error(path, exc: OSError) -> UserError:

@@ -328,11 +328,11 @@ def certify_checkpoints(checkpoints, method: str = "smoothing", sigma: float = 0
     from ..device import deterministic_algorithms, resolve_device
     from .context import load_context
     from .lyapunov_certificate import require_certifiable
-    from .runner import _validate_sizes, resolve_checkpoints
+    from .runner import validate_sizes, resolve_checkpoints
     from .store import ResultsStore, check_writable_target
 
     paths = resolve_checkpoints(checkpoints)
-    _validate_sizes(n_samples, batch_size, seed)
+    validate_sizes(n_samples, batch_size, seed)
     radii = parse_radii(radii)
     if method == "lyapunov":
         for path in paths:  # refuse before any work: the model's traits decide, not its name

@@ -20,6 +20,7 @@ import torch
 from ..checkpoint import read_payload
 from ..device import deterministic_algorithms, resolve_device
 from ..errors import UserError
+from ..io import log_to_stderr
 from ..models.protocols import is_lyapunov_model
 from ..records import Record
 from .alignment import AlignmentConfig, alignment_diagnostics, alignment_entry, has_alignment, store_alignment
@@ -52,14 +53,10 @@ class Job:
         return f"{self.perturbation.name} {self.severity:g} {self.solver_label}"
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_size: int = DEFAULT_BATCH_SIZE,
              seed: int = 0, device: str = "auto", grad_solver=None, out="results/eval", force: bool = False,
              shard=None, transfer_from=None, data_root=None, download: bool = False, progress: bool = True,
-             log: Callable[[str], None] = _stderr, jobs: int = 1) -> list[Record]:
+             log: Callable[[str], None] = log_to_stderr, jobs: int = 1) -> list[Record]:
     """Evaluate checkpoints; returns the records of this evaluation (worst case included).
 
     `jobs` > 1 runs shards 0..jobs-1 in as many worker processes, then merges them here.
@@ -68,7 +65,7 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
                        batch_size=batch_size, seed=seed, device=device, grad_solver=grad_solver, out=out,
                        force=force, transfer_from=transfer_from, data_root=data_root, download=download)
     paths = resolve_checkpoints(checkpoints)
-    _validate_sizes(n_samples, batch_size, seed)
+    validate_sizes(n_samples, batch_size, seed)
     eps = parse_eps(eps)
     shard = parse_shard(shard)
     _check_jobs(jobs, shard)
@@ -90,7 +87,7 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
         for path in paths:
             ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
             resolve_views(ctx, views)
-            ids += _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
+            ids += evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log)
             if shard is None and is_lyapunov_model(ctx.model):
                 record_alignment(ctx, seed, store, force, log)
     by_id = {r.id: r for r in store.all_records()}
@@ -160,7 +157,7 @@ def resolve_checkpoints(checkpoints) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def _validate_sizes(n_samples, batch_size, seed) -> None:
+def validate_sizes(n_samples, batch_size, seed) -> None:
     for name, value, low in (("--n-samples", n_samples, 1), ("--batch-size", batch_size, 1), ("--seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -254,7 +251,7 @@ def job_record(ctx: CheckpointContext, job: Job, seed: int, shard) -> Record:
                       shard=f"{shard[0]}/{shard[1]}" if shard else "")
 
 
-def _evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log) -> list[str]:
+def evaluate_checkpoint(ctx, requests, eps, seed, store, force, shard, progress, log) -> list[str]:
     from tqdm import tqdm
 
     for choice in ctx.unrolls.values():

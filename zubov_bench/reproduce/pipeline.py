@@ -3,7 +3,6 @@ and a README into one folder. Every phase skips or resumes what an earlier invoc
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,7 +14,7 @@ import torch
 from ..data import DATASETS, load_dataset
 from ..errors import UserError
 from ..evaluation import ResultsStore
-from ..io import ensure_writable_dir
+from ..io import ensure_writable_dir, log_to_stderr
 from ..models import MODELS
 from ..device import resolve_device
 from .evaluation import pending_calls, run_calls, transfer_source, validate_groups
@@ -38,10 +37,6 @@ class ReproduceResult:
     training: dict[str, str] = field(default_factory=dict)  # run name -> trained | resumed | skipped
     groups_evaluated: int = 0  # evaluate() calls that ran in this invocation
     wall_seconds: float = 0.0
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def default_out(preset: Preset) -> Path:
@@ -109,12 +104,12 @@ def plan_roa_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]
             for m in roa.models if m in names]
 
 
-def train_unit(run: RunPlan, common: dict, log: Callable[[str], None] = _stderr) -> tuple[str, dict]:
+def train_unit(run: RunPlan, common: dict, log: Callable[[str], None] = log_to_stderr) -> tuple[str, dict]:
     """One training run (module level, so that a worker process can run it)."""
     return ensure_trained(run, log=log, **common)
 
 
-def roa_unit(arg: tuple, log: Callable[[str], None] = _stderr) -> float:
+def roa_unit(arg: tuple, log: Callable[[str], None] = log_to_stderr) -> float:
     """One region-of-attraction figure; returns the mean PRoA-RoA IoU."""
     out, checkpoint, roa, data_root, download = arg
     return write_roa(out, checkpoint, roa, data_root, download)[1].mean_iou
@@ -277,7 +272,7 @@ class Reproduction:
 
 def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
               data_root=None, download: bool = False, progress: bool = True, threads: int | None = None,
-              jobs: int | None = None, log: Callable[[str], None] = _stderr) -> ReproduceResult:
+              jobs: int | None = None, log: Callable[[str], None] = log_to_stderr) -> ReproduceResult:
     """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md."""
     preset_arg = preset if isinstance(preset, str) else preset.name
     preset = load_preset(preset) if isinstance(preset, str) else preset
