@@ -63,11 +63,11 @@ def main():
 
 def _register_commands() -> None:
     # one module per subcommand; a new command is one more name here
-    from . import (certify_cmd, compare_cmd, eval_cmd, list_cmd, plot_cmd, reproduce_cmd, sweep_cmd,
+    from . import (certify_cmd, compare_cmd, diff_cmd, eval_cmd, list_cmd, plot_cmd, reproduce_cmd, sweep_cmd,
                    table_cmd, train_cmd)
 
-    for module in (train_cmd, list_cmd, eval_cmd, table_cmd, compare_cmd, plot_cmd, reproduce_cmd, sweep_cmd,
-                   certify_cmd):
+    for module in (train_cmd, list_cmd, eval_cmd, table_cmd, compare_cmd, diff_cmd, plot_cmd, reproduce_cmd,
+                   sweep_cmd, certify_cmd):
         main.add_command(module.command)
 
 
