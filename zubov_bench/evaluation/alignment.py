@@ -18,6 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..io import write_text
+from ..models.modes import evaluation_mode
 from ..models.protocols import require_lyapunov_model
 from .roa import (assign_to_equilibria, compute_roa, default_extent, default_tol, fixed_step_solver,
                   max_real_eigenvalues)
@@ -89,12 +90,8 @@ def alignment_diagnostics(model, x: torch.Tensor, y: torch.Tensor, cfg: Alignmen
     keyword, e.g. `alignment_diagnostics(model, x, y, horizon=20.0, rays_per_class=50)`."""
     cfg = dataclasses.replace(cfg or AlignmentConfig(), **overrides)
     require_lyapunov_model(model, "alignment diagnostics")
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         return _diagnostics(model, x, y, cfg)
-    finally:
-        model.train(was_training)
 
 
 def _diagnostics(model, x, y, cfg: AlignmentConfig) -> dict:

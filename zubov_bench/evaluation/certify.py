@@ -31,6 +31,7 @@ import torch
 from scipy.stats import beta, norm
 
 from ..errors import UserError
+from ..models.modes import evaluation_mode
 from ..models.ode import SolverError
 from ..perturbations.counter_rng import mix64
 
@@ -146,9 +147,10 @@ def certify(model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, settin
     the lower bound p_A, whether it is correct and certified, and the failed-draw count."""
     settings.validate()
     k = model.spec.num_classes
-    select, _ = sample_counts(model, x, index, settings.sigma, settings.n0, SELECTION, seed, k, batch_size)
-    top = select.argmax(1)
-    counts, failed = sample_counts(model, x, index, settings.sigma, settings.n, ESTIMATION, seed, k, batch_size)
+    with evaluation_mode(model):  # the deployed classifier is the one smoothed (no dropout draws)
+        select, _ = sample_counts(model, x, index, settings.sigma, settings.n0, SELECTION, seed, k, batch_size)
+        top = select.argmax(1)
+        counts, failed = sample_counts(model, x, index, settings.sigma, settings.n, ESTIMATION, seed, k, batch_size)
     p_lower = lower_confidence_bound(counts[np.arange(len(x)), top], settings.n, settings.alpha)
     certified = p_lower > 0.5
     radius = np.where(certified, settings.sigma * norm.ppf(np.clip(p_lower, 0.5, 1.0)), 0.0)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data.base import DataSpec
 from ..errors import UserError
+from ..models.modes import evaluation_mode
 from .params import build_params, params_to_dict
 
 THREATS = ("noise", "linf", "l2")
@@ -132,7 +133,8 @@ class Perturbation:
             raise UserError(f"{self.name}: severity {severity:g} is outside [0, {self.max_severity:g}]")
         if len(x) == 0:
             return x.clone()
-        out = self.perturb(model, x, y, severity, generator, index)
+        with evaluation_mode(model):  # the deployed model, whatever a library inside does to the flags
+            out = self.perturb(model, x, y, severity, generator, index)
         assert out.shape == x.shape, f"{self.name} changed the input shape"
         return out.detach()
 

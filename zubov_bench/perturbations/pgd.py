@@ -106,6 +106,9 @@ class AsImages(nn.Module):
         super().__init__()
         self.model = model
         self.sample_shape = tuple(sample_shape)
+        # a new module is in training mode; torchattacks restores the wrapper's flag after each
+        # attack (model.train() recurses into the wrapped model), so the wrapper takes the model's
+        self.train(model.training)
 
     def forward(self, x):
         return self.model(x.reshape(len(x), *self.sample_shape))

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from ..models.modes import evaluation_mode
 from ..perturbations import create_perturbation
 
 
 def adversarial_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                       seed: int) -> torch.Tensor:
     attack = create_perturbation("pgd", steps=steps)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         x_adv = attack.attack(model, x, y, eps, torch.Generator().manual_seed(seed))
-    finally:
-        model.train(was_training)
     return x_adv.detach()
