@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Lower layers never import higher ones (lazy imports inside functions included); `zubov_bench`
 # itself (the package's Python API) may import anything, and `__version__` is read from it by all
 LAYERS = ("foundation", "data", "models", "perturbations", "training/evaluation", "reports", "reproduce", "cli")
-FOUNDATION = {"errors", "registry", "io", "device", "records", "workers", "config"}
+FOUNDATION = {"errors", "registry", "io", "device", "records", "workers", "config", "provenance"}
 SUBPACKAGE_LAYER = {"data": "data", "models": "models", "checkpoint": "models", "perturbations": "perturbations",
                     "training": "training/evaluation", "evaluation": "training/evaluation",
                     "presets": "training/evaluation", "reports": "reports", "reproduce": "reproduce",
