@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import os
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from zubov_bench.provenance import cpu_model
+from zubov_bench.provenance import cpu_model, git_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,16 +47,9 @@ def median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 def git_commit() -> str:
     if os.environ.get("BENCH_COMMIT"):  # a copy of the tree without .git (a lent GPU machine)
         return os.environ["BENCH_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5)
-        # the report itself (RESULTS.md, logs/) is output, not code: rewriting it leaves the tree clean
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!bench/RESULTS.md", ":!bench/logs"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    # the report itself (RESULTS.md, logs/) is output, not code: rewriting it leaves the tree clean
+    commit, dirty = git_state(ROOT, outputs=("bench/RESULTS.md", "bench/logs"))
+    return "unknown" if commit is None else commit[:7] + ("+uncommitted" if dirty else "")
 
 
 def machine(device: torch.device) -> dict:

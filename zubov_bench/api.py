@@ -74,6 +74,7 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
     from .evaluation.solver_view import parse_grad_solvers
     from .evaluation.store import ResultsStore, check_writable_target
     from .io import log_to_stderr
+    from .models.modes import evaluation_mode
     from .models.protocols import is_lyapunov_model
 
     if dataset is None:
@@ -91,9 +92,8 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
                         f"{dataset} has {tuple(data.spec.input_shape)}")
     name = opts.name or getattr(module, "registry_name", None) or type(module).__name__
     config = module.config_dict() if hasattr(module, "config_dict") else {}
-    was_training = module.training
     grad_flags = [(p, p.requires_grad) for p in module.parameters()]
-    model.to(dev).eval().requires_grad_(False)
+    model.to(dev).requires_grad_(False)
     # The content hash names the model in the store, exactly as for a checkpoint file.
     sha = state_hash(name, config, model.state_dict())
     meta = {"model": name, "data": {"name": dataset}, "sha256": sha, "extra": {"method": name}}
@@ -102,7 +102,8 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
     store.tidy()
     index = eval_subset(len(data.x_test), opts.n_samples)
     try:
-        with deterministic_algorithms(True, dev):
+        # in eval mode; the caller's module keeps its own training flags, not its device
+        with evaluation_mode(model), deterministic_algorithms(True, dev):
             ctx = CheckpointContext(f"<module {name} {sha[:12]}>", model, meta, dev, index,
                                     data.x_test[index].to(dev), data.y_test[index].to(dev), opts.batch_size)
             ctx.clean_pred, ctx.clean_failed, ctx.clean_nfe = predictions(ctx, model)
@@ -115,7 +116,6 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
             if is_lyapunov_model(model):  # as eval does: are its V Lyapunov functions of its flow?
                 runner.record_alignment(ctx, opts.seed, store, opts.force, log_to_stderr)
     finally:
-        module.train(was_training)  # the caller's module as it was, except for its device
         for parameter, flag in grad_flags:
             parameter.requires_grad_(flag)
     by_id = {r.id: r for r in store.all_records()}

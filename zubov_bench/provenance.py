@@ -11,11 +11,11 @@ from pathlib import Path
 OUTPUT_DIRS = ("results", "checkpoints")  # what runs write: changes there are not code changes
 
 
-def git_state(cwd: Path) -> tuple[str | None, bool]:
+def git_state(cwd: Path, outputs=OUTPUT_DIRS) -> tuple[str | None, bool]:
     """(commit, dirty) of the checkout holding `cwd`; (None, False) outside git.
 
-    Dirty means uncommitted changes to tracked files outside the output folders, so that a run
-    regenerating committed results still names a clean commit."""
+    Dirty means uncommitted changes to tracked files outside `outputs` (paths from the checkout's
+    top), so that a run regenerating committed results still names a clean commit."""
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
 
@@ -24,7 +24,7 @@ def git_state(cwd: Path) -> tuple[str | None, bool]:
         if head.returncode != 0:
             return None, False
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                    *[f":(top,exclude){d}" for d in OUTPUT_DIRS])
+                    *[f":(top,exclude){d}" for d in outputs])
         return head.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, False

@@ -42,10 +42,6 @@ class StoreDiff:
     only_old: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not (self.beyond or self.only_old or self.only_new)
-
 
 def diff_records(old: list[Record], new: list[Record], tolerance: float, skip=lambda r: False) -> StoreDiff:
     """Every measurement of `new` against the same one in `old` (records for which `skip` holds are
