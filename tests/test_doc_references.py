@@ -97,13 +97,14 @@ def test_every_cited_path_exists():
 
 @pytest.mark.parametrize("text, broken", [
     ('"""Reconstructed as in ZUBOV_NET.md §2."""\n', "ZUBOV_NET.md"),
-    ('"""See docs/no-such-page.md."""\n', "docs/no-such-page.md"),
-    ("x = 1  # measured in bench/NO_SUCH.md\n", "bench/NO_SUCH.md"),
+    ('"""See docs/{missing}.md."""\n', "docs/{missing}.md"),
+    ("x = 1  # measured in bench/{missing}.md\n", "bench/{missing}.md"),
 ])
 def test_a_missing_citation_is_reported(tmp_path, text, broken):
+    missing = f"absent-{tmp_path.name}"  # a page name no checkout has
     module = tmp_path / "module.py"
-    module.write_text(text)
-    assert any(ref.startswith(broken) for ref in broken_references(module, {"README.md"}))
+    module.write_text(text.format(missing=missing))
+    assert any(ref.startswith(broken.format(missing=missing)) for ref in broken_references(module, {"README.md"}))
 
 
 def test_a_broken_relative_link_is_reported(tmp_path):

@@ -54,8 +54,9 @@ def test_a_broken_link_fails_the_build(tmp_path):
     """Strict mode is on: the same manual with one link to a missing page does not build."""
     shutil.copytree(REPO / "docs", tmp_path / "docs")
     shutil.copy(REPO / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    missing = f"absent-{tmp_path.name}.md"  # a page name no checkout has
     with open(tmp_path / "docs" / "index.md", "a") as page:
-        page.write("\nSee [a page that does not exist](no-such-page.md).\n")
+        page.write(f"\nSee [a page that does not exist]({missing}).\n")
     build = mkdocs_build(tmp_path, tmp_path / "site")
     assert build.returncode != 0
-    assert "no-such-page.md" in build.stdout + build.stderr
+    assert missing in build.stdout + build.stderr
