@@ -10,6 +10,10 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
+SCHEDULING_PARAMS = ("batch_size",)  # how the work was split, not what it measured
+SOURCE_PARAM_PREFIX = "source"  # source, source_sha256: where a transfer attack's examples came from
+
+
 @dataclass
 class Record:
     model: str  # registry name of the model, e.g. "zubov"
@@ -47,6 +51,14 @@ class Record:
     @property
     def id(self) -> str:
         return hashlib.sha1(json.dumps(self.key, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def attack_settings(self) -> dict:
+        """The settings that define what was measured: `params` without those that only locate or
+        schedule the work (a transfer source's path and sha256, one per store and training seed;
+        the batch size). Two records of the same method with equal settings are the same attack."""
+        return {k: v for k, v in self.params.items()
+                if k not in SCHEDULING_PARAMS and not k.startswith(SOURCE_PARAM_PREFIX)}
 
     @property
     def sanity_ok(self) -> bool:

@@ -16,16 +16,11 @@ from pathlib import Path
 
 from ..records import Record
 
-IGNORED_PARAMS = ("batch_size",)  # changes the schedule of the work, not the measurement
-IGNORED_PREFIXES = ("source",)  # a transfer source's path and hash: one per store
-
 
 def measurement(r: Record) -> tuple:
     """What must agree for two records to be the same measurement (not the checkpoint's hash)."""
-    params = {k: v for k, v in r.params.items()
-              if k not in IGNORED_PARAMS and not k.startswith(IGNORED_PREFIXES)}
     return (r.method, r.dataset, r.train_seed, r.perturbation, r.threat, round(float(r.severity), 8), r.seed,
-            r.grad_solver, json.dumps(params, sort_keys=True, default=str))
+            r.grad_solver, json.dumps(r.attack_settings, sort_keys=True, default=str))
 
 
 def describe(key: tuple) -> str:

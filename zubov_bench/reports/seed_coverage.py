@@ -46,9 +46,9 @@ class Narrowed:
 
 def _identity(record: Record) -> tuple:
     """An attack as run: name, kind of gradient view and settings. Not the view's step count (each
-    checkpoint picks its own RK4 unroll) nor the transfer source (path and sha256: one per seed)."""
-    params = {k: v for k, v in record.params.items() if not k.startswith("source")}
-    return record.perturbation, record.grad_solver.partition(":")[0], json.dumps(params, sort_keys=True, default=str)
+    checkpoint picks its own RK4 unroll) nor where the work's inputs came from (Record.attack_settings)."""
+    return (record.perturbation, record.grad_solver.partition(":")[0],
+            json.dumps(record.attack_settings, sort_keys=True, default=str))
 
 
 def _seeds_text(seeds) -> str:
