@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from zubov_bench.provenance import cpu_model, git_state
+from zubov_bench.provenance import cpu_kind, git_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def machine(device: torch.device) -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_kind(),
         "device_type": device.type,
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "commit": git_commit(), "load_at_start": round(load, 2),

@@ -116,6 +116,52 @@ def test_records_lost_from_the_store_are_evaluated_again(tiny_run, tmp_path):
     assert {r.id for r in store.records()} >= set(fgsm)
 
 
+def test_force_retrains_the_named_model_and_replaces_its_records_only(tiny_run, tmp_path):
+    """The preset's budget for the transfer source changed: --force retrains it, its records and
+    the transfer records replaying it are recomputed, nothing of the old checkpoint stays, and the
+    other model keeps its checkpoint and its own records."""
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], out)
+    store = ResultsStore(out)
+    before = store.records()
+    longer = parse_preset("test-tiny", {**TINY, "train": {**TINY["train"], "node": {"epochs": 2}}})
+    with pytest.raises(UserError, match="different config"):
+        reproduce(longer, out, **QUIET)
+    result = reproduce(longer, out, models="node", force=True, **QUIET)
+    assert result.training == {"node-digits-s0": "trained"}
+    after = store.records()
+    manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    node_sha = next(e["sha256"] for e in manifest if e["name"] == "node-digits-s0")
+    old_node = {r.checkpoint_sha256 for r in before if r.model == "node"}
+    assert node_sha not in old_node
+    assert {r.checkpoint_sha256 for r in after if r.model == "node"} == {node_sha}
+    # zubov was not selected: its transfer records replaying the old node go, and come back from a
+    # run that selects it, which retrains nothing
+    assert not [r for r in after if r.perturbation == "transfer" or (r.model == "zubov" and r.members)]
+    untouched = {r.id for r in before if r.model == "zubov" and r.perturbation not in ("transfer", "worst-case")}
+    assert untouched <= {r.id for r in after}
+    again = reproduce(longer, out, **QUIET)
+    assert set(again.training.values()) == {"skipped"}
+    after = store.records()
+    assert {r.params["source_sha256"] for r in after if r.perturbation == "transfer"} == {node_sha}
+    assert len(after) == len(before)  # replaced, not added beside
+    kept = {p.stem for p in (out / "outcomes").glob("*.npz")}
+    assert {r.id for r in after} <= kept and not kept & ({r.id for r in before} - {r.id for r in after})
+
+
+def test_records_of_a_retrained_checkpoint_or_source_are_stale(tiny_run):
+    from zubov_bench.reproduce.evaluation import stale_records
+
+    records = ResultsStore(tiny_run[0]).records()
+    replay = next(r for r in records if r.perturbation == "transfer")
+    zubov, node = (replay.checkpoint, replay.checkpoint_sha256), (replay.params["source"], replay.params["source_sha256"])
+    assert stale_records(records, *zubov) == [] and stale_records(records, *node) == []
+    assert set(stale_records(records, zubov[0], "0" * 64)) == {r.id for r in records if r.checkpoint == zubov[0]}
+    worst = {r.id for r in records if replay.id in r.members}
+    assert worst and set(stale_records(records, node[0], "0" * 64)) == \
+        {r.id for r in records if r.checkpoint == node[0]} | {replay.id} | worst
+
+
 class SimulatedKill(Exception):
     pass
 

@@ -327,20 +327,25 @@ def test_table_only_shows_the_paper_columns_only_when_asked(tmp_path):
     assert "Paper protocol" in table("fgsm,paper")
 
 
-def test_the_readme_names_the_commits_that_trained_and_evaluated(tmp_path):
+def test_the_readme_names_the_commits_and_processors_that_trained_and_evaluated(tmp_path):
     import json
 
     from zubov_bench.reproduce.readme import provenance
     from zubov_bench.reproduce.state import RunState
 
-    for name, commit, dirty in (("node-digits-s0", "a" * 40, False), ("node-digits-s1", "a" * 40, False),
-                                ("zubov-digits-s0", "b" * 40, False), ("zubov-digits-s1", "b" * 40, True)):
+    for name, commit, dirty, cpu in (("node-digits-s0", "a" * 40, False, "X (AVX512)"),
+                                     ("node-digits-s1", "a" * 40, False, "X (AVX512)"),
+                                     ("zubov-digits-s0", "b" * 40, False, "Y (AVX2)"),
+                                     ("zubov-digits-s1", "b" * 40, True, None)):
         (tmp_path / "checkpoints" / name).mkdir(parents=True)
-        (tmp_path / "checkpoints" / name / "env.json").write_text(json.dumps({"git_commit": commit, "git_dirty": dirty}))
+        (tmp_path / "checkpoints" / name / "env.json").write_text(
+            json.dumps({"git_commit": commit, "git_dirty": dirty, **({"cpu": cpu} if cpu else {})}))
     state = RunState(tmp_path, "p", "cmd")
     state.data["evaluated"]["old"] = {"run": "node-digits-s0", "records": []}  # from before commits were recorded
-    state.set_commit("c" * 40, False)
+    state.set_provenance("c" * 40, False, machine="Y (AVX2)")
     state.mark_evaluated("new", "zubov-digits-s0", [])
     lines = "\n".join(provenance(tmp_path, state))
     assert f"Training commits** (checkpoints' `env.json`, runs per commit): `{'a' * 12}` (2), `{'b' * 12}` (1), `{'b' * 12}` with uncommitted code changes (1)" in lines
     assert f"not recorded (1), `{'c' * 12}` (1)" in lines and f"that recorded one: {'c' * 12}" in lines
+    assert "Training processors** (`env.json`'s `cpu`, runs per processor): `X (AVX512)` (2), `Y (AVX2)` (1), not recorded (1)" in lines
+    assert "Invocation processors** (`reproduce.json`, invocations per processor): `Y (AVX2)` (1)" in lines

@@ -79,9 +79,9 @@ def _committed_training(folder: Path) -> dict:
 
 def tolerance_here(folder: Path) -> float:
     """0 where every compared committed checkpoint was trained on this processor, else TOLERANCE."""
-    from zubov_bench.provenance import cpu_model
+    from zubov_bench.provenance import cpu_kind
 
-    here = cpu_model()
+    here = cpu_kind()
     envs = [folder / "checkpoints" / f"{m}-digits-s0" / "env.json" for m in MODELS]
     same = all(e.exists() and json.loads(e.read_text()).get("cpu") == here for e in envs)
     return 0.0 if same else TOLERANCE

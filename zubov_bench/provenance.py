@@ -4,6 +4,7 @@ because results regenerate bit for bit only on the same code and the same kind o
 (docs/reproduce.md)."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -40,3 +41,20 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def cpu_kernels() -> str:
+    """The instruction set torch's and MKL's CPU kernels use ("AVX512"): two machines whose processor
+    names agree can still round differently when their kernels differ, and ATEN_CPU_CAPABILITY or
+    MKL_ENABLE_INSTRUCTIONS change it on one machine (docs/reproduce.md uses that to emulate another)."""
+    import torch
+
+    kernels = torch.backends.cpu.get_cpu_capability()
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS")
+    return f"{kernels}, MKL {mkl}" if mkl else kernels
+
+
+def cpu_kind() -> str:
+    """What decides whether a CPU computation regenerates bit for bit: the processor and its kernels,
+    e.g. "Intel(R) Xeon(R) Processor (AVX512)"."""
+    return f"{cpu_model()} ({cpu_kernels()})"

@@ -132,11 +132,16 @@ class ResultsStore:
                     shutil.rmtree(folder, ignore_errors=True)
 
     def remove(self, record_ids) -> None:
+        """Drop records and their outcomes files (records.jsonl first: a kill in between leaves
+        an unreferenced file, never a record without its outcomes)."""
+        record_ids = set(record_ids)
         with self.locked():
             records = self.all_records()
-            keep = [r for r in records if r.id not in set(record_ids)]
+            keep = [r for r in records if r.id not in record_ids]
             if len(keep) != len(records):
                 self._write_records(keep)
+            for record_id in record_ids:
+                (self.root / "outcomes" / f"{record_id}.npz").unlink(missing_ok=True)
 
     def update_sanity(self, sanity_by_id: dict[str, dict]) -> None:
         """Replace the `sanity` field of the given records (their ids do not depend on it)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
@@ -54,6 +55,25 @@ def narrowed_out(plan: EvalPlan, train_seed: int) -> set[str]:
     elsewhere (`- all` and `- {attack: autoattack, seeds: [0]}`: AutoAttack on seed 0 only)."""
     return {attack_name(s) for g in plan.groups if not g.runs_on(train_seed) for s in g.attacks
             if ":" not in s and attack_name(s) in PERTURBATIONS}
+
+
+def stale_records(records, checkpoint, sha256: str) -> list[str]:
+    """Ids of the records that no longer describe the checkpoint of this run, now that its sha256
+    is `sha256`: its own records computed on an earlier training of it, any model's records
+    replaying examples from an earlier training of it (a transfer source), and the worst cases
+    built on either. Left in the store they would sit beside the new records as a second
+    measurement of the same run. A run is known by its folder's name (unique in a store), not by
+    the path a record names, so a moved or copied store is read right."""
+    run = Path(checkpoint).parent.name
+
+    def of_run(path) -> bool:
+        return bool(path) and Path(path).parent.name == run
+
+    stale = [r.id for r in records
+             if (of_run(r.checkpoint) and r.checkpoint_sha256 != sha256)
+             or (of_run(r.params.get("source")) and r.params.get("source_sha256") != sha256)]
+    gone = set(stale)  # a worst case unions its members: one of them gone, it is stale too
+    return stale + [r.id for r in records if r.id not in gone and gone & set(r.members)]
 
 
 def transfer_source(plan: EvalPlan) -> str | None:

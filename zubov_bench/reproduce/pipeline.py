@@ -3,6 +3,7 @@ and a README into one folder. Every phase skips or resumes what an earlier invoc
 from __future__ import annotations
 
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,11 +18,12 @@ from ..evaluation import ResultsStore
 from ..io import ensure_writable_dir, log_to_stderr
 from ..models import MODELS
 from ..device import resolve_device
-from .evaluation import pending_calls, run_calls, transfer_source, validate_groups
+from .evaluation import pending_calls, run_calls, stale_records, transfer_source, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
-from .readme import git_state, write_readme
+from ..provenance import cpu_kind, git_state
+from .readme import write_readme
 from .state import RunState
 from .training import RunPlan, ensure_trained, manifest_entry, plan_run, run_state, write_manifest
 
@@ -124,19 +126,30 @@ class Reproduction:
     """One invocation of a preset: train, evaluate and draw as a task graph, then report."""
 
     def __init__(self, preset: Preset, out: Path, names: list[str], command: str, *, device: str,
-                 data_root, download: bool, progress: bool, log: Callable[[str], None], jobs: int = 1):
+                 data_root, download: bool, progress: bool, log: Callable[[str], None], jobs: int = 1,
+                 force: bool = False):
         self.preset, self.out, self.names, self.log = preset, out, names, log
         self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
         self.scheduler = Scheduler(jobs, torch.get_num_threads(), log)
         self.ckpt_root = out / CHECKPOINTS
         self.runs = plan_runs(preset, names, self.ckpt_root)
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
+        if force:
+            self._discard_runs()
         self.state = RunState(out, preset.name, command)
-        self.state.set_commit(*git_state(Path(__file__).parent))
+        self.state.set_provenance(*git_state(Path(__file__).parent), machine=cpu_kind())
         self.result = ReproduceResult(out, out / "README.md")
         self.summaries: dict[str, dict] = {}
         self.eval_planned: set[str] = set()
         self.roa_lines: list[str] = []
+
+    def _discard_runs(self) -> None:
+        """--force: the selected models' run folders go, so they train afresh; their records go
+        when their new checkpoints are evaluated (`stale_records`)."""
+        for run in self.runs + self.roa_runs:
+            if run.method in self.names and run.run_dir.is_dir():  # not a source trained only for others
+                self.log(f"  --force: removing {run.run_dir} to retrain it")
+                shutil.rmtree(run.run_dir)
 
     @property
     def _common(self) -> dict:
@@ -174,6 +187,7 @@ class Reproduction:
     def _trained(self, run: RunPlan, result) -> list[Task]:
         what, summary = result
         self.summaries[run.name] = summary
+        self._drop_stale(run)
         self.result.training[run.name] = what
         everything = self.runs + self.roa_runs
         self.log(f"[train {len(self.summaries)}/{len(everything)}] {run.name}: {what} "
@@ -181,6 +195,18 @@ class Reproduction:
         write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
                                         for r in everything if r.name in self.summaries])
         return self._roa_tasks(run) if run in self.roa_runs else self._eval_tasks()
+
+    def _drop_stale(self, run: RunPlan) -> None:
+        """Records computed on, or replaying, an earlier training of this run go (retrained with
+        --force, or its folder deleted by hand): evaluation recomputes them for the selected models."""
+        store = ResultsStore(self.out)
+        if not (self.out / "records.jsonl").is_file():
+            return
+        stale = stale_records(store.all_records(), run.checkpoint, self.summaries[run.name]["sha256"])
+        if stale:
+            self.log(f"  {run.name}: {len(stale)} record(s) of an earlier training of it removed from {self.out} "
+                     "(of it, or replaying it as a transfer source); the selected models' are recomputed")
+            store.remove(stale)
 
     def _source_run(self, run: RunPlan) -> RunPlan | None:
         """The transfer source of the same dataset and seed, else of its first seed (a sweep may
@@ -203,8 +229,8 @@ class Reproduction:
                     (source is not None and source.name not in self.summaries):
                 continue
             self.eval_planned.add(run.name)
-            stored = ResultsStore(self.out).ids() if stored is None else stored
             source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
+            stored = ResultsStore(self.out).ids() if stored is None else stored
             calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
                                   self.out, self.state, stored, self.preset.certify, **self._common)
             if calls:
@@ -272,8 +298,11 @@ class Reproduction:
 
 def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
               data_root=None, download: bool = False, progress: bool = True, threads: int | None = None,
-              jobs: int | None = None, log: Callable[[str], None] = log_to_stderr) -> ReproduceResult:
-    """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md."""
+              jobs: int | None = None, log: Callable[[str], None] = log_to_stderr,
+              force: bool = False) -> ReproduceResult:
+    """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md.
+    `force` retrains the selected models (all of the preset's, unless `models` narrows them) and
+    recomputes their records."""
     preset_arg = preset if isinstance(preset, str) else preset.name
     preset = load_preset(preset) if isinstance(preset, str) else preset
     out = Path(out) if out is not None else default_out(preset)
@@ -295,6 +324,7 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
     torch.set_num_threads(threads or preset.threads or previous)
     try:
         return Reproduction(preset, out, names, command, device=device, data_root=data_root,
-                            download=download, progress=progress, log=log, jobs=jobs or preset.jobs).run()
+                            download=download, progress=progress, log=log, jobs=jobs or preset.jobs,
+                            force=force).run()
     finally:
         torch.set_num_threads(previous)

@@ -13,7 +13,7 @@ from ..io import write_text
 from ..perturbations import PERTURBATIONS
 from ..perturbations.registry import group_members
 from ..presets import resolve_preset
-from ..provenance import cpu_model, git_state
+from ..provenance import cpu_kind, git_state
 from .evaluation import is_paper, paper_models, transfer_source
 from .preset import Preset
 
@@ -22,7 +22,7 @@ IGNORED_PARAMS = {"source", "norm"}  # a path and a threat model, not budgets
 
 
 def machine(device: torch.device, jobs: int) -> list[str]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_kind()
     return [f"{platform.platform()}, Python {platform.python_version()}",
             f"{os.cpu_count()} CPU cores; torch {torch.__version__}; {jobs} worker process(es) with "
             f"{torch.get_num_threads()} torch thread(s) each",
@@ -134,12 +134,16 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 DIRTY = "+dirty"  # a training commit whose checkout had uncommitted code changes (env.json's git_dirty)
 
 
-def _commit_counts(commits: list) -> str:
+def _counts(values: list, name=lambda v: f"`{v}`") -> str:
+    """"A (3), B (1)": each distinct value named, with how often it occurs, in order of appearance."""
     counts: dict = {}
-    for c in commits:
-        counts[c] = counts.get(c, 0) + 1
-    return ", ".join(f"`{c[:12]}`{' with uncommitted code changes' if c.endswith(DIRTY) else ''} ({n})"
-                     if c else f"not recorded ({n})" for c, n in counts.items())
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{name(v) if v else 'not recorded'} ({n})" for v, n in counts.items())
+
+
+def _commit_counts(commits: list) -> str:
+    return _counts(commits, lambda c: f"`{c[:12]}`{' with uncommitted code changes' if c.endswith(DIRTY) else ''}")
 
 
 def provenance(out: Path, state) -> list[str]:
@@ -147,18 +151,23 @@ def provenance(out: Path, state) -> list[str]:
     certificates from reproduce.json (per finished unit, recorded since the commit field exists)."""
     import json
 
-    trained = []
+    trained, processors = [], []
     for env in sorted((out / "checkpoints").glob("*/env.json")):
         try:
             recorded = json.loads(env.read_text())
-            commit = recorded.get("git_commit")
-            trained.append(commit + DIRTY if commit and recorded.get("git_dirty") else commit)
         except (OSError, json.JSONDecodeError):
-            trained.append(None)
+            recorded = {}
+        commit = recorded.get("git_commit")
+        trained.append(commit + DIRTY if commit and recorded.get("git_dirty") else commit)
+        processors.append(recorded.get("cpu"))
     evaluated = [entry.get("commit") for entry in state.data.get("evaluated", {}).values()]
     lines = []
     if trained:
         lines.append(f"* **Training commits** (checkpoints' `env.json`, runs per commit): {_commit_counts(trained)}")
+        lines.append(f"* **Training processors** (`env.json`'s `cpu`, runs per processor): {_counts(processors)}")
+    machines = [i.get("machine") for i in state.invocations]
+    if any(machines):
+        lines.append(f"* **Invocation processors** (`reproduce.json`, invocations per processor): {_counts(machines)}")
     if evaluated:
         lines.append("* **Evaluation commits** (`reproduce.json`, finished attack groups and certificates per "
                      f"commit): {_commit_counts(evaluated)}")
@@ -181,7 +190,7 @@ def _run_section(preset: Preset, command: str, device: torch.device, jobs: int, 
              + (" (with uncommitted code changes)" if dirty else "")
              + " — the code of this invocation, which wrote the tables, figures and this README",
              *provenance(out, state),
-             *[f"* **Machine:** {line}" if i == 0 else f"  {line}" for i, line in enumerate(machine(device, jobs))],
+             *[f"* **Machine of this invocation:** {line}" if i == 0 else f"  {line}" for i, line in enumerate(machine(device, jobs))],
              f"* **Wall time:** {state.total_wall_seconds:.0f} s over {len(state.invocations)} invocation(s), "
              f"{finished} of which ran to the end; the last one took {current['wall_seconds']:.0f} s ({phases})",
              f"* **Load average** (1, 5, 15 min) at start: {load['load_start']}; at end: {load['load_end']}"]

@@ -76,8 +76,9 @@ class RunState:
         self.data["evaluated"][key] = {"run": run, "records": record_ids, "commit": self.current.get("commit")}
         self.save()
 
-    def set_commit(self, commit: str | None, dirty: bool) -> None:
-        self.current.update(commit=commit, dirty=dirty)
+    def set_provenance(self, commit: str | None, dirty: bool, machine: str) -> None:
+        """The code and the processor of this invocation (a store resumed elsewhere names both)."""
+        self.current.update(commit=commit, dirty=dirty, machine=machine)
 
     # --- figures -----------------------------------------------------------------------
     def figure_done(self, name: str, sha: str, files: list[Path]) -> bool:

@@ -18,7 +18,7 @@ from ..device import deterministic_algorithms, resolve_device, thread_choice
 from ..config import TrainConfig  # noqa: F401  (its home is config.py; re-exported here)
 from ..errors import UserError
 from ..io import write_bytes, write_json
-from ..provenance import cpu_model, git_state
+from ..provenance import cpu_kind, git_state
 from ..models.ode import SolverError, compile_field, cuda_graphs_enabled
 from . import distributed
 from .adversarial import adversarial_batch
@@ -36,7 +36,7 @@ def environment(device: torch.device) -> dict:
     commit, dirty = git_state(Path(__file__).parent)
     return {
         "suite_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "cpu": cpu_model(), "device": str(device),
+        "platform": platform.platform(), "cpu": cpu_kind(), "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "git_commit": commit, "git_dirty": dirty, "threads": torch.get_num_threads(),
         "threads_chosen_by": thread_choice(), "cuda_graphs": cuda_graphs_enabled(),
