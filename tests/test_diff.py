@@ -71,3 +71,24 @@ def test_bad_input_is_one_line(tmp_path):
     assert result.exit_code != 0 and result.output.strip().splitlines() == [f"error: results folder not found: {tmp_path / 'none'}"]
     bad = _diff(QUICK, QUICK, "--tolerance", "-1")
     assert bad.exit_code == 2 and "must be a number of accuracy points" in bad.output
+
+
+def test_only_compares_the_named_perturbations(tmp_path):
+    old, new = _copy(tmp_path, "old"), _copy(tmp_path, "new")
+    _edit(new, "fog", "sodef", lambda r: {**r, "robust_acc": r["robust_acc"] - 0.2})
+    assert _diff(old, new).exit_code == 1
+    headline = _diff(old, new, "--only", "worst-case")
+    assert headline.exit_code == 0 and "fog" not in headline.output, headline.output
+    _edit(new, "worst-case", "sodef", lambda r: {**r, "robust_acc": r["robust_acc"] - 0.05})
+    assert _diff(old, new, "--only", "worst-case").exit_code == 1
+
+
+def test_a_certificates_facts_of_its_checkpoint_do_not_make_it_another_measurement(tmp_path):
+    """The Lyapunov certificate stores its stem bound and level beside its settings; a retrained
+    checkpoint has other facts, and the records still pair up."""
+    old, new = _copy(tmp_path, "old"), _copy(tmp_path, "new")
+    _edit(new, "lyapunov certificate", "zubov",
+          lambda r: {**{k: v for k, v in r.items() if k != "id"},  # the id hashes the params: recomputed
+                     "params": {**r["params"], "stem_lipschitz": r["params"]["stem_lipschitz"] * 1.1}})
+    result = _diff(old, new, "--tolerance", "0")
+    assert result.exit_code == 0 and "only in" not in result.output, result.output

@@ -12,6 +12,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 SCHEDULING_PARAMS = ("batch_size",)  # how the work was split, not what it measured
 SOURCE_PARAM_PREFIX = "source"  # source, source_sha256: where a transfer attack's examples came from
+# what a certificate computed from the checkpoint and stored beside its settings (model_facts in
+# evaluation/lyapunov_certificate.py): facts of one trained model, not part of what was asked for
+CHECKPOINT_FACTS = ("stem_lipschitz", "level", "disjointness", "flow_invariance")
 
 
 @dataclass
@@ -56,9 +59,11 @@ class Record:
     def attack_settings(self) -> dict:
         """The settings that define what was measured: `params` without those that only locate or
         schedule the work (a transfer source's path and sha256, one per store and training seed;
-        the batch size). Two records of the same method with equal settings are the same attack."""
+        the batch size), nor the facts a certificate computed from the checkpoint (its stem's
+        Lipschitz bound, its level). Two records of the same method with equal settings are the
+        same attack."""
         return {k: v for k, v in self.params.items()
-                if k not in SCHEDULING_PARAMS and not k.startswith(SOURCE_PARAM_PREFIX)}
+                if k not in SCHEDULING_PARAMS + CHECKPOINT_FACTS and not k.startswith(SOURCE_PARAM_PREFIX)}
 
     @property
     def sanity_ok(self) -> bool:

@@ -23,9 +23,12 @@ def _points(value: str) -> float:
               help="Largest accepted difference per accuracy, in points (0 asks for equal numbers).")
 @click.option("--allow-missing", is_flag=True,
               help="Do not fail on measurements that only one store has (e.g. a narrower re-run).")
+@click.option("--only", metavar="P,Q",
+              help="Compare only these perturbations (e.g. worst-case: clean and worst-case accuracy, the "
+                   "numbers docs/reproduce.md promises across machines); training accuracies always.")
 @click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
               help="How many differences of each kind to list.")
-def command(old, new, tolerance, allow_missing, show):
+def command(old, new, tolerance, allow_missing, only, show):
     """Compare every measurement of NEW with the same one in OLD (same method, training seed, attack,
     ε, evaluation seed, gradient solver and settings) and every checkpoint's final test accuracy.
     Exits with 1 when an accuracy differs by more than --tolerance points, or a measurement is in
@@ -37,7 +40,9 @@ def command(old, new, tolerance, allow_missing, show):
     from ..reports import load_records
     from ..reports.regenerate import diff_records, diff_training
 
-    result = diff_records(load_records(old), load_records(new), tolerance / 100)
+    wanted = {p.strip() for p in only.split(",") if p.strip()} if only else None
+    result = diff_records(load_records(old), load_records(new), tolerance / 100,
+                          skip=lambda r: wanted is not None and r.perturbation not in wanted)
     diff_training(old, new, tolerance / 100, result)
     if not result.compared:
         raise UserError(f"{old} and {new} have no measurement in common")
