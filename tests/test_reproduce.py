@@ -272,10 +272,13 @@ def test_builtin_presets_are_valid_and_quick_says_what_it_reduced():
         validate_groups(PRESETS.get(name).eval)
     quick = PRESETS.get("quick")
     assert "node" in quick.models and "zubov" in quick.models and quick.datasets == ["digits"] and quick.roa.dataset == "toy2d"
-    runs = [plan_run("node", "digits", 0, quick.train_overrides("node", "digits"), {}, __import__("pathlib").Path("x"))]
-    text = "\n".join(reductions(quick, runs, {"digits": {"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0)}}))
+    grids = {"digits": {"linf": (0.05, 0.1, 0.2, 0.3), "l2": (1.0, 2.0)}}
+    runs = [plan_run("node", "digits", 0, quick.train_overrides("node", "digits"), {}, Path("x"))]
+    text = "\n".join(reductions(quick, runs, grids))
     assert "version = custom (full protocol: standard)" in text and "full protocol: >= 1000" in text
-    assert "node 8 (preset 20)" in text or "training epochs" in text
+    assert "training epochs below" not in text  # quick trains every model's own recipe
+    shortened = [plan_run("node", "digits", 0, {"epochs": 8}, {}, Path("x"))]
+    assert "node 8 (preset 20)" in "\n".join(reductions(quick, shortened, grids))
     full = PRESETS.get("fashion-mnist")
     assert full.eval.n_samples >= 1000 and "all" in full.eval.groups[0].attacks
 
