@@ -81,6 +81,10 @@ def test_only_compares_the_named_perturbations(tmp_path):
     assert headline.exit_code == 0 and "fog" not in headline.output, headline.output
     _edit(new, "worst-case", "sodef", lambda r: {**r, "robust_acc": r["robust_acc"] - 0.05})
     assert _diff(old, new, "--only", "worst-case").exit_code == 1
+    assert _diff(old, new, "--only", "fgsm", "--only", "worst-case").exit_code == 1  # repeatable, as in `table`
+    typo = _diff(old, new, "--only", "worstcase")  # would compare only the training accuracies
+    assert typo.exit_code != 0 and typo.output.strip().splitlines() == \
+        [f"error: --only: no record of worstcase in {old} or {new}"], typo.output
 
 
 def test_a_certificates_facts_of_its_checkpoint_do_not_make_it_another_measurement(tmp_path):

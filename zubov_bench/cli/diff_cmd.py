@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
+from .options import split_names
 
 
 def _points(value: str) -> float:
@@ -23,7 +24,7 @@ def _points(value: str) -> float:
               help="Largest accepted difference per accuracy, in points (0 asks for equal numbers).")
 @click.option("--allow-missing", is_flag=True,
               help="Do not fail on measurements that only one store has (e.g. a narrower re-run).")
-@click.option("--only", metavar="P,Q",
+@click.option("--only", multiple=True, metavar="NAME[,NAME]",
               help="Compare only these perturbations (e.g. worst-case: clean and worst-case accuracy, the "
                    "numbers docs/reproduce.md promises across machines); training accuracies always.")
 @click.option("--show", type=click.IntRange(min=0), default=20, show_default=True,
@@ -40,9 +41,13 @@ def command(old, new, tolerance, allow_missing, only, show):
     from ..reports import load_records
     from ..reports.regenerate import diff_records, diff_training
 
-    wanted = {p.strip() for p in only.split(",") if p.strip()} if only else None
-    result = diff_records(load_records(old), load_records(new), tolerance / 100,
-                          skip=lambda r: wanted is not None and r.perturbation not in wanted)
+    before, after = load_records(old), load_records(new)
+    wanted = set(split_names(only))
+    unknown = wanted - {r.perturbation for r in before + after}
+    if unknown:  # a misspelt name would otherwise leave only the training accuracies compared
+        raise UserError(f"--only: no record of {', '.join(sorted(unknown))} in {old} or {new}")
+    result = diff_records(before, after, tolerance / 100,
+                          skip=lambda r: bool(wanted) and r.perturbation not in wanted)
     diff_training(old, new, tolerance / 100, result)
     if not result.compared:
         raise UserError(f"{old} and {new} have no measurement in common")

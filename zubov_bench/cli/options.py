@@ -22,6 +22,11 @@ PROGRESS = click.option("--progress/--no-progress", default=True, show_default=T
                         help="Show a progress bar.")
 
 
+def split_names(values) -> tuple[str, ...]:
+    """The names of a repeatable NAME[,NAME] option (`--only a,b --only c`), in order, blanks dropped."""
+    return tuple(n.strip() for item in values for n in item.split(",") if n.strip())
+
+
 def apply_threads(spec: str) -> None:
     """Set torch's CPU threads for this command (`--threads`); an in-process caller (a test's
     CliRunner) gets its own count back when the command ends."""

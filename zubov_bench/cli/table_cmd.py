@@ -36,6 +36,7 @@ def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alig
 
     from ..errors import UserError
     from ..io import write_text
+    from .options import split_names
     from ..reports import build_tables, load_records, render
 
     if rb_eps is not None and fmt != "robustbench":
@@ -68,7 +69,7 @@ def command(results_dir, fmt, out, worst_case, dataset, grad_solvers, only, alig
             raise UserError("--group shows one group's table; leave out --worst-case and --only")
         text = render(build_group_tables(load_records(results_dir), group, dataset, tuple(grad_solvers)), fmt)
     else:
-        names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
+        names = split_names(only)
         from ..evaluation import ResultsStore
 
         tables = build_tables(load_records(results_dir), dataset, tuple(grad_solvers), worst_case, names,

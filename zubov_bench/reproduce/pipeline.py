@@ -142,10 +142,11 @@ class Reproduction:
         self.summaries: dict[str, dict] = {}
         self.eval_planned: set[str] = set()
         self.roa_lines: list[str] = []
+        self._earlier_records: list | None = None  # the store as this invocation found it (_drop_stale)
 
     def _discard_runs(self) -> None:
         """--force: the selected models' run folders go, so they train afresh; their records go
-        when their new checkpoints are evaluated (`stale_records`)."""
+        when the new checkpoints exist (`_drop_stale`)."""
         for run in self.runs + self.roa_runs:
             if run.method in self.names and run.run_dir.is_dir():  # not a source trained only for others
                 self.log(f"  --force: removing {run.run_dir} to retrain it")
@@ -198,15 +199,18 @@ class Reproduction:
 
     def _drop_stale(self, run: RunPlan) -> None:
         """Records computed on, or replaying, an earlier training of this run go (retrained with
-        --force, or its folder deleted by hand): evaluation recomputes them for the selected models."""
-        store = ResultsStore(self.out)
-        if not (self.out / "records.jsonl").is_file():
-            return
-        stale = stale_records(store.all_records(), run.checkpoint, self.summaries[run.name]["sha256"])
+        --force, or its folder deleted by hand): evaluation recomputes them for the selected models.
+
+        Only records from before this invocation can be stale (each run trains at most once in it,
+        before anything is evaluated on it), so the store is read once, not once per run."""
+        if self._earlier_records is None:
+            self._earlier_records = ResultsStore(self.out).all_records()
+        stale = set(stale_records(self._earlier_records, run.checkpoint, self.summaries[run.name]["sha256"]))
         if stale:
+            self._earlier_records = [r for r in self._earlier_records if r.id not in stale]
             self.log(f"  {run.name}: {len(stale)} record(s) of an earlier training of it removed from {self.out} "
                      "(of it, or replaying it as a transfer source); the selected models' are recomputed")
-            store.remove(stale)
+            ResultsStore(self.out).remove(stale)
 
     def _source_run(self, run: RunPlan) -> RunPlan | None:
         """The transfer source of the same dataset and seed, else of its first seed (a sweep may
@@ -229,8 +233,8 @@ class Reproduction:
                     (source is not None and source.name not in self.summaries):
                 continue
             self.eval_planned.add(run.name)
-            source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
             stored = ResultsStore(self.out).ids() if stored is None else stored
+            source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
             calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
                                   self.out, self.state, stored, self.preset.certify, **self._common)
             if calls:
