@@ -333,3 +333,33 @@ def test_cover_points_fill_the_padded_box_and_join_both_losses(digits):
     torch.manual_seed(1)
     _, without = model.training_loss(x, y)
     assert float(hinge) > 0 and with_cover["sep"] - without["sep"] == pytest.approx(float(hinge), rel=1e-4)
+
+
+def test_mixup_cover_points_lie_between_two_data_states(digits):
+    """cover_sampler=mixup puts each cover point on the segment between two of the batch's z(0)."""
+    model = make_zubov(digits, dtype=torch.float32, **ALIGNED, cover_points=64, cover_sampler="mixup")
+    with torch.no_grad():
+        z0 = model.features(digits.x_train[:16])
+        pts, cls = model.cover_points(z0)
+    assert pts.shape == (64, z0.shape[1])
+    # each point p = u a + (1 - u) b: its distance to the nearest segment between two z(0) is 0
+    a, b = z0[:, None], z0[None]
+    seg = (b - a).reshape(-1, z0.shape[1])
+    start = a.expand(-1, len(z0), -1).reshape(-1, z0.shape[1])
+    u = ((pts[:, None] - start[None]) * seg[None]).sum(-1) / seg.pow(2).sum(-1).clamp_min(1e-12)
+    nearest = start[None] + u.clamp(0, 1)[..., None] * seg[None]
+    assert float((pts[:, None] - nearest).norm(dim=-1).min(1).values.max()) < 1e-4
+    assert bool((cls == model.lyapunov(pts).argmin(1)).all())
+
+
+def test_zT_hinge_weight_scales_the_separation_term(digits):
+    """sep_zT_weight multiplies the own-class hinge at z(T) inside the separation loss."""
+    model = make_zubov(digits, dtype=torch.float32, **ALIGNED, separation_at="z0+zT")
+    x, y = digits.x_train[:32], digits.y_train[:32]
+    seps = []
+    for weight in (0.0, 1.0, 3.0):
+        model.cfg.sep_zT_weight = weight
+        torch.manual_seed(1)
+        seps.append(model.training_loss(x, y)[1]["sep"])
+    assert seps[1] > seps[0]
+    assert seps[2] - seps[0] == pytest.approx(3 * (seps[1] - seps[0]), rel=1e-4)

@@ -60,6 +60,7 @@ class ZubovConfig(ODEConfig):
     field_anchor: float = 0.0  # > 0: f(e_k) = 0 by construction, bumps of width field_anchor * min dist(e_j, e_k)
     field_damping: float = 0.0  # gamma in f(z) = MLP(z) - gamma z (every Jacobian eigenvalue shifted by -gamma)
     separation_at: str = "z0"  # z0 | z0+zT: the own-class hinge [V_y - c + m]_+ also at z(T)
+    sep_zT_weight: float = 1.0  # weight of that z(T) hinge within the separation loss
     # cover points: uniform in the box around the batch's z(0) and the e_k (padded by cover_pad of
     # its size, as the diagnostics' IoU window), each given the class of its smallest V; there V
     # must fall (consistency) and lie below c * (1 - cover_margin) (separation), so the PRoAs fill
@@ -70,6 +71,10 @@ class ZubovConfig(ODEConfig):
     cover_pad: float = 0.15
     cover_margin: float = 0.0
     cover_label: str = "lyapunov"  # lyapunov | flow
+    # where cover points lie: box (uniform in the padded box, for d = 2) | mixup (on segments
+    # between two of the batch's z(0), u ~ U(0, 1): the region between classes that test points
+    # cross, which a box in d = 64 almost never samples)
+    cover_sampler: str = "box"
     cover_horizon: int = 5
     margin: float = 0.5  # m
     lambda_cls: float = 1.0
@@ -95,7 +100,8 @@ class ZubovConfig(ODEConfig):
                "lyap_context": ("embedding", "equilibrium"), "classify_at": ("zT", "z0"),
                "boundary_root": ("illinois", "bisection"), "decrease": ("quadratic", "lyapunov"),
                "residual": ("zubov", "normalized", "hinge"), "outer_shell": ("decrease", "hold", "none"),
-               "separation_at": ("z0", "z0+zT"), "cover_label": ("lyapunov", "flow")}
+               "separation_at": ("z0", "z0+zT"), "cover_label": ("lyapunov", "flow"),
+               "cover_sampler": ("box", "mixup")}
 
     def __post_init__(self):
         for key, allowed in self.CHOICES.items():
@@ -265,15 +271,22 @@ class ZubovNet(ODEModel):
 
     @torch.no_grad()
     def cover_points(self, z0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`cover_points` states uniform in the padded box around z0 and the e_k, each with the
-        class whose V is smallest there (no points when cover_points = 0)."""
+        """`cover_points` states (uniform in the padded box around z0 and the e_k, or on segments
+        between two of the batch's z(0), as `cover_sampler`), each with the class whose V is
+        smallest there (no points when cover_points = 0)."""
         n = self.cfg.cover_points
         if n <= 0:
             return z0[:0].detach(), torch.zeros(0, dtype=torch.long, device=z0.device)
-        box = torch.cat([z0.detach(), self.equilibria.detach()])
-        lo, hi = box.min(0).values, box.max(0).values
-        pad = self.cfg.cover_pad * (hi - lo).clamp_min(1e-3)
-        pts = (lo - pad) + (hi - lo + 2 * pad) * torch.rand(n, box.shape[1], device=z0.device, dtype=z0.dtype)
+        if self.cfg.cover_sampler == "mixup":
+            z = z0.detach()
+            ends = torch.randint(len(z), (2, n), device=z.device)
+            u = torch.rand(n, 1, device=z.device, dtype=z.dtype)
+            pts = u * z[ends[0]] + (1 - u) * z[ends[1]]
+        else:
+            box = torch.cat([z0.detach(), self.equilibria.detach()])
+            lo, hi = box.min(0).values, box.max(0).values
+            pad = self.cfg.cover_pad * (hi - lo).clamp_min(1e-3)
+            pts = (lo - pad) + (hi - lo + 2 * pad) * torch.rand(n, box.shape[1], device=z0.device, dtype=z0.dtype)
         if self.cfg.cover_label == "lyapunov":
             return pts, self.lyap(pts).argmin(1)
         h = self.cfg.cover_horizon
@@ -308,7 +321,8 @@ class ZubovNet(ODEModel):
         loss_cls = F.cross_entropy(logits, y)
         loss_sep = self.separation(v0, y, own_term=True)
         if cfg.separation_at == "z0+zT":
-            loss_sep = loss_sep + F.relu(v_cls.gather(1, y[:, None]).squeeze(1) - cfg.level + cfg.margin).mean()
+            loss_sep = loss_sep + cfg.sep_zT_weight * F.relu(
+                v_cls.gather(1, y[:, None]).squeeze(1) - cfg.level + cfg.margin).mean()
         if len(b):
             loss_sep = loss_sep + self.separation(v_b, b_cls, own_term=False)
         if len(cover):
