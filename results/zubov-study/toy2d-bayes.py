@@ -17,28 +17,20 @@ import numpy as np
 from scipy.stats import binom
 
 from zubov_bench.data import load_dataset
-from zubov_bench.data.small import make_toy2d
+from zubov_bench.data.small import TOY2D_NOISE, TOY2D_SCALE, TOY2D_SHIFT, make_toy2d, toy2d_arc
 
-NOISE, SCALE, SHIFT = 0.06, 3.2, 1.6  # make_toy2d's defaults and its map into [0, 1]^2
 ARC_POINTS = 4001  # quadrature nodes along each arc
 
 
 def arcs(num_classes: int = 3) -> list[np.ndarray]:
-    """Each class's noiseless arc, in the dataset's [0, 1]^2 coordinates (as make_toy2d draws it)."""
+    """Each class's noiseless arc, in the dataset's [0, 1]^2 coordinates."""
     t = np.linspace(0.0, math.pi, ARC_POINTS)
-    out = []
-    for k in range(num_classes):
-        angle = 2 * math.pi * k / num_classes
-        arc = np.stack([np.cos(t), np.sin(t) - 0.25], axis=1) * 0.9
-        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        pts = arc @ rot.T + 0.35 * np.array([math.cos(angle), math.sin(angle)])
-        out.append((pts + SHIFT) / SCALE)
-    return out
+    return [(toy2d_arc(k, num_classes, t) + TOY2D_SHIFT) / TOY2D_SCALE for k in range(num_classes)]
 
 
 def bayes_predict(x: np.ndarray, chunk: int = 4000) -> np.ndarray:
     """argmax_k of the class density: the Gaussian noise kernel averaged along arc k."""
-    sigma = NOISE / SCALE
+    sigma = TOY2D_NOISE / TOY2D_SCALE
     dens = np.zeros((len(x), 3))
     for k, pts in enumerate(arcs()):
         for i in range(0, len(x), chunk):

@@ -49,22 +49,30 @@ def load_mnist_5k(root=None, download=False) -> DatasetBundle:
     )
 
 
-def make_toy2d(n_per_class: int = 400, num_classes: int = 3, noise: float = 0.06, seed: int = 0):
+TOY2D_NOISE = 0.06  # make_toy2d's default noise, in the arcs' coordinates
+TOY2D_SHIFT, TOY2D_SCALE = 1.6, 3.2  # the map of the arcs' coordinates into [0, 1]^2: (x + shift) / scale
+
+
+def toy2d_arc(k: int, num_classes: int, t: np.ndarray) -> np.ndarray:
+    """Class k's noiseless arc at parameters t in [0, pi], in the arcs' coordinates (before the
+    map into [0, 1]^2): toy2d's generator, which its Bayes rule also needs."""
+    angle = 2 * math.pi * k / num_classes
+    arc = np.stack([np.cos(t), np.sin(t) - 0.25], axis=1) * 0.9
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return arc @ rot.T + 0.35 * np.array([math.cos(angle), math.sin(angle)])
+
+
+def make_toy2d(n_per_class: int = 400, num_classes: int = 3, noise: float = TOY2D_NOISE, seed: int = 0):
     """Interleaved curved arcs ("moons" rotated around the centre), one per class, in [0, 1]^2."""
     if not 2 <= num_classes <= 4:
         raise UserError("toy2d supports 2 to 4 classes")
     g = np.random.default_rng(seed)
     xs, ys = [], []
     for k in range(num_classes):
-        angle = 2 * math.pi * k / num_classes
-        t = g.uniform(0.0, math.pi, n_per_class)
-        arc = np.stack([np.cos(t), np.sin(t) - 0.25], axis=1) * 0.9
-        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        pts = arc @ rot.T + 0.35 * np.array([math.cos(angle), math.sin(angle)])
+        pts = toy2d_arc(k, num_classes, g.uniform(0.0, math.pi, n_per_class))
         xs.append(pts + noise * g.standard_normal(pts.shape))
         ys.append(np.full(n_per_class, k))
-    x = np.concatenate(xs)
-    x = (x + 1.6) / 3.2  # into [0, 1]^2
+    x = (np.concatenate(xs) + TOY2D_SHIFT) / TOY2D_SCALE
     return np.clip(x, 0.0, 1.0), np.concatenate(ys)
 
 
