@@ -10,6 +10,7 @@ from torch import nn
 
 from zubov_bench.checkpoint import save_checkpoint
 from zubov_bench.evaluation import evaluate
+from zubov_bench.evaluation.batch import input_gradient_norms
 from zubov_bench.evaluation.sanity import GradStats, failures, run_checks
 from zubov_bench.evaluation.solver_view import UnrollChoice
 from zubov_bench.evaluation.summary import format_summary
@@ -123,3 +124,27 @@ def test_masked_model_trips_the_sanity_checks(masked_ckpt, tmp_path):
     assert {"grad_nonzero", "large_eps", "whitebox_vs_blackbox"} <= failed
     summary = format_summary(records)
     assert "sanity warnings" in summary and "!" in summary
+
+
+def test_gradient_norms_tell_a_saturated_softmax_from_a_blocked_gradient():
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    weight = torch.randn(4, 3)
+    confident = lambda v: 1e4 * (v @ weight) + 1e5 * F.one_hot(y, 3)  # noqa: E731  margin ~1e5: CE rounds to 0
+    blocked = lambda v: (v @ weight).detach() + 0 * v.sum()  # noqa: E731  no gradient reaches the input
+    ce, margin = input_gradient_norms(confident, x, y)
+    assert (ce == 0).all() and (margin > 0).all()
+    ce, margin = input_gradient_norms(blocked, x, y)
+    assert (ce == 0).all() and (margin == 0).all()
+    ce, margin = input_gradient_norms(lambda v: v @ weight, x, y)
+    assert (ce > 0).all() and (margin > 0).all()
+
+
+def test_grad_nonzero_names_a_saturated_softmax_and_still_fails():
+    records = [rec("pgd", 0.1, 0.4)]
+    saturated = run_checks(records, grad_stats={"deployed": GradStats(0.95, 200, 0.01, saturated=0.05)})
+    blocked = run_checks(records, grad_stats={"deployed": GradStats(0.95, 200, 0.01)})
+    for result in (saturated, blocked):
+        assert result[records[0].id]["grad_nonzero"]["ok"] is False
+    assert "saturated softmax" in saturated[records[0].id]["grad_nonzero"]["detail"]
+    assert "saturated" not in blocked[records[0].id]["grad_nonzero"]["detail"]

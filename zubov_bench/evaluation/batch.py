@@ -116,10 +116,17 @@ def flags_sanity(perturbation: str, batches: list[dict[str, np.ndarray]]) -> dic
             for name, message in sorted(flags.items())}
 
 
-def input_gradient_norms(view, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample L2 norm of d CE / d x through the view, at clean points."""
+def input_gradient_norms(view, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample L2 norms of d CE / d x and of d margin / d x through the view, at clean points.
+
+    The margin (true logit minus the largest other) tells a saturated softmax, whose cross-entropy
+    gradient rounds to exactly zero in float32 at a logit margin above about 17, from a view that
+    passes no gradient at all."""
     x = x.clone().requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(view(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad.flatten(1).norm(dim=1).detach().cpu()
+        logits = view(x)
+        (ce_grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x, retain_graph=True)
+        others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+        margin = logits.gather(1, y[:, None]).squeeze(1) - others.max(dim=1).values
+        (margin_grad,) = torch.autograd.grad(margin.sum(), x)
+    return ce_grad.flatten(1).norm(dim=1).detach().cpu(), margin_grad.flatten(1).norm(dim=1).detach().cpu()

@@ -343,13 +343,17 @@ def gradient_stats(ctx: CheckpointContext) -> dict[str, GradStats]:
     n = min(ctx.n, SANITY_SAMPLES)
     out = {}
     for gs in ctx.grad_solvers:
-        norms = []
+        ce, margin = [], []
         for rows in batch_slices(n, ctx.batch_size):
             rows = torch.from_numpy(rows).to(ctx.device)
             try:
-                norms.append(input_gradient_norms(ctx.view(gs), ctx.x[rows], ctx.y[rows]))
+                ce_norms, margin_norms = input_gradient_norms(ctx.view(gs), ctx.x[rows], ctx.y[rows])
             except SolverError:
-                norms.append(torch.zeros(len(rows)))  # no gradient at all
-        norms = torch.cat(norms)
-        out[str(gs)] = GradStats(float((norms > GRAD_ZERO).float().mean()), n, float(norms.median()))
+                ce_norms = margin_norms = torch.zeros(len(rows))  # no gradient at all
+            ce.append(ce_norms)
+            margin.append(margin_norms)
+        ce, margin = torch.cat(ce), torch.cat(margin)
+        saturated = (ce <= GRAD_ZERO) & (margin > GRAD_ZERO)
+        out[str(gs)] = GradStats(float((ce > GRAD_ZERO).float().mean()), n, float(ce.median()),
+                                 float(saturated.float().mean()))
     return out

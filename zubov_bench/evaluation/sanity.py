@@ -38,9 +38,10 @@ def tolerance(n: int) -> float:
 
 @dataclass
 class GradStats:
-    nonzero: float  # fraction of samples with a gradient norm above GRAD_ZERO
+    nonzero: float  # fraction of samples with a cross-entropy gradient norm above GRAD_ZERO
     n: int
     median: float
+    saturated: float = 0.0  # fraction whose cross-entropy gradient is zero but whose margin gradient is not
 
 
 def perturbation_traits(name: str) -> dict:
@@ -215,8 +216,14 @@ def _grad_nonzero(report, group, grad_stats):
         if stats is None or not perturbation_traits(r.perturbation)["gradient_based"]:
             continue
         ok = stats.nonzero >= GRAD_NONZERO_MIN
-        report.put(r, "grad_nonzero", ok, f"[{r.grad_solver}] input gradient non-zero on {stats.nonzero:.1%} of "
-                   f"{stats.n} clean samples (median norm {stats.median:.2e})")
+        detail = (f"[{r.grad_solver}] input gradient non-zero on {stats.nonzero:.1%} of {stats.n} clean samples "
+                  f"(median norm {stats.median:.2e})")
+        if not ok and stats.saturated:
+            # not broken gradients but a saturated softmax: still a weakness of every cross-entropy attack
+            detail += (f"; {stats.saturated:.1%} have a saturated softmax (zero cross-entropy gradient, non-zero "
+                       "logit-margin gradient): cross-entropy attacks cannot start there, margin losses "
+                       "(AutoAttack's DLR) can")
+        report.put(r, "grad_nonzero", ok, detail)
 
 
 def _unroll_agreement(report, group, unrolls, solver_text):
