@@ -349,3 +349,17 @@ def test_the_readme_names_the_commits_and_processors_that_trained_and_evaluated(
     assert f"not recorded (1), `{'c' * 12}` (1)" in lines and f"that recorded one: {'c' * 12}" in lines
     assert "Training processors** (`env.json`'s `cpu`, runs per processor): `X (AVX512)` (2), `Y (AVX2)` (1), not recorded (1)" in lines
     assert "Invocation processors** (`reproduce.json`, invocations per processor): `Y (AVX2)` (1)" in lines
+
+
+def test_columns_with_the_same_seed_coverage_share_one_note():
+    from zubov_bench.reports.seed_coverage import WORST_CASE, Narrowed, narrowed_notes
+
+    def entry(threat, eps, partial):
+        return Narrowed((WORST_CASE, threat, eps), partial=partial, seeds={0, 1, 2})
+
+    aa = {"AutoAttack": {0}}
+    notes = narrowed_notes([entry("linf", 0.05, aa), entry("linf", 0.1, aa), entry("l2", 1.0, aa),
+                            entry("linf", 0.3, {"Square": {0, 1}})])
+    assert len(notes) == 2
+    assert notes[0].startswith("Worst case at L∞ ε = 0.05, 0.1; L₂ ε = 1: AutoAttack on training seed(s) 0 only")
+    assert notes[1].startswith("Worst case at L∞ ε = 0.3: Square on training seed(s) 0, 1 only")

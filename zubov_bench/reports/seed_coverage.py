@@ -108,9 +108,27 @@ def _common_union(worst: list[Record], sha: str, common: set, by_id: dict, outco
     return statistics.fmean(min(v) for v in per_seed.values())
 
 
-def narrowed_note(entry: Narrowed, with_every_seed: bool) -> str:
-    threat, eps = entry.key[1], entry.key[2]
-    where = f"{THREATS.get(threat, threat)} ε = {severity_label(eps, threat)}"
+def narrowed_notes(entries: list[Narrowed]) -> list[str]:
+    """One note per distinct coverage: the columns that share it are named together, not repeated."""
+    groups: dict[tuple, list[Narrowed]] = {}
+    for entry in entries:
+        coverage = (tuple(sorted((n, tuple(sorted(s))) for n, s in entry.partial.items())),
+                    tuple(sorted(entry.seeds)), bool(entry.every_seed))
+        groups.setdefault(coverage, []).append(entry)
+    return [narrowed_note(group[0], bool(group[0].every_seed), _where(group)) for group in groups.values()]
+
+
+def _where(entries: list[Narrowed]) -> str:
+    """'L∞ ε = 0.05, 0.1; L₂ ε = 1' for the columns of a group, threats in order of appearance."""
+    by_threat: dict[str, list[str]] = {}
+    for entry in entries:
+        threat, eps = entry.key[1], entry.key[2]
+        by_threat.setdefault(threat, []).append(severity_label(eps, threat))
+    return "; ".join(f"{THREATS.get(threat, threat)} ε = {', '.join(labels)}" for threat, labels in by_threat.items())
+
+
+def narrowed_note(entry: Narrowed, with_every_seed: bool, where: str | None = None) -> str:
+    where = where or _where([entry])
     ran = "; ".join(f"{name} on training seed(s) {_seeds_text(seeds)} only" for name, seeds in
                     sorted(entry.partial.items()))
     text = (f"Worst case at {where}: {ran} (of seeds {_seeds_text(entry.seeds)}), so the worst-case column "

@@ -11,7 +11,7 @@ from .aggregate import (CLEAN, THREAT_ORDER, WORST_CASE, Cell, column_key, colum
 from .certified import CERTIFIED_NOTE, certified_column, certified_group, flag_certified_cells, is_certified
 from .groups import add_group_means, group_title, groups_present, is_group_member
 from .paper import PAPER_NOTE, paper_cells, split_paper_records
-from .seed_coverage import EVERY_SEED_NAME, narrow_worst_cases, narrowed_note, partial_attack_notes
+from .seed_coverage import EVERY_SEED_NAME, narrow_worst_cases, narrowed_notes, partial_attack_notes
 from .labels import THREATS, perturbation_label, severity_label, threat_severity_label, perturbation_name
 
 
@@ -95,8 +95,7 @@ def _build(dataset: str, records: list[Record], grad_solvers, worst_case: bool, 
             + [c for c in columns[1:] if not is_group_member(c.key) or c.key[0] in only]
         group_notes = [note for _, _, note in means]
     columns = _with_every_seed_columns(columns, narrowed, cells, worst_case)
-    group_notes += [narrowed_note(entry, bool(entry.every_seed)) for key, entry in narrowed.items()
-                    if any(c.key == key for c in columns)]
+    group_notes += narrowed_notes([entry for key, entry in narrowed.items() if any(c.key == key for c in columns)])
     group_notes += partial_attack_notes(cells, records, [c.key for c in columns])
     mark_best(cells, methods, [c.key for c in columns])
     if only and PAPER_ONLY not in only:  # --only shows what it names: the paper columns when it names `paper`
