@@ -27,3 +27,22 @@ def test_adversarial_training_runs_with_zubov_losses_and_is_recorded(tmp_path):
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "adv_eps: 0.1" in config and "adv_steps: 2" in config
     assert 0 <= summary["test_acc"] <= 1
+
+
+def test_adversarial_fraction_keeps_the_rest_of_the_batch_clean(trained_node, digits):
+    model = trained_node.eval()
+    x, y = digits.x_test[:10], digits.y_test[:10]
+    mixed = adversarial_batch(model, x, y, eps=0.1, steps=3, seed=3, fraction=0.5)
+    assert torch.equal(mixed[5:], x[5:]) and not torch.equal(mixed[:5], x[:5])
+    assert (mixed - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_adversarial_fraction_outside_0_1_is_refused_in_one_line(tmp_path):
+    import pytest
+
+    from zubov_bench.errors import UserError
+
+    for bad in (0.0, 1.5):
+        resolved = resolve_run_config("node", "digits", None, {"epochs": 1, "adv_eps": 0.1, "adv_fraction": bad}, {})
+        with pytest.raises(UserError, match=r"^adv_fraction must be in \(0, 1\], got"):
+            train_run(resolved, tmp_path / "run", progress=False, device="cpu")

@@ -180,6 +180,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's vector field
     adv_eps: float = 0.0  # > 0: PGD adversarial training at this L∞ radius (training/adversarial.py)
     adv_steps: int = 7  # PGD steps per batch when adv_eps > 0
+    adv_fraction: float = 1.0  # share of each batch replaced by PGD examples (1: Madry et al.; 0.5: half clean)
     log: str = "csv"  # csv: metrics.csv; tensorboard: event files beside it too (training/loggers.py)
 
     def validate(self) -> None:
@@ -193,5 +194,7 @@ class TrainConfig:
             raise UserError("weight_decay, grad_clip and save_every_steps must be >= 0")
         if not (0 <= self.adv_eps <= 1) or self.adv_steps < 1:
             raise UserError(f"adv_eps must be in [0, 1] and adv_steps >= 1, got {self.adv_eps} and {self.adv_steps}")
+        if not 0 < self.adv_fraction <= 1:
+            raise UserError(f"adv_fraction must be in (0, 1], got {self.adv_fraction}")
         if self.schedule not in ("cosine", "none"):
             raise UserError(f"unknown schedule {self.schedule!r}; use cosine or none")

@@ -29,6 +29,8 @@ from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREAD
 @click.option("--adv-eps", type=float, metavar="EPS",
               help="PGD adversarial training at this L∞ radius (default 0: off), with any model's loss.")
 @click.option("--adv-steps", type=int, metavar="N", help="PGD steps per batch for --adv-eps (default 7).")
+@click.option("--adv-fraction", type=float, metavar="F",
+              help="Share of each batch replaced by PGD examples for --adv-eps (default 1; 0.5: half clean).")
 @click.option("--compile/--no-compile", "compile_field", default=None,
               help="torch.compile the model's vector field (default: off).")
 @click.option("--log", "log", type=click.Choice(["csv", "tensorboard"]), default=None,
@@ -41,8 +43,8 @@ from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREAD
 @DOWNLOAD
 @PROGRESS
 def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, label, out, resume_dir, force,
-            save_every_steps, adv_eps, adv_steps, compile_field, log, device, threads, cuda_graphs, data_root,
-            download, progress):
+            save_every_steps, adv_eps, adv_steps, adv_fraction, compile_field, log, device, threads, cuda_graphs,
+            data_root, download, progress):
     """Train a model; writes checkpoint, resolved config, metrics CSV and environment to a run folder.
 
     Under `torchrun --nproc_per_node=N -m zubov_bench train ...` it trains with N data-parallel
@@ -56,7 +58,7 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
 
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                  "save_every_steps": save_every_steps, "compile": compile_field, "adv_eps": adv_eps,
-                 "adv_steps": adv_steps, "log": log}
+                 "adv_steps": adv_steps, "adv_fraction": adv_fraction, "log": log}
     if resume_dir:
         run_options = {"--config": config_file, "--set": sets, "--label": label, "--out": out, "--force": force}
         given = [name for name, value in run_options.items() if value]

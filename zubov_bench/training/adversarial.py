@@ -1,5 +1,6 @@
-"""PGD adversarial training (Madry et al. 2018): every batch is replaced by its L∞ PGD examples
-before the model's own `training_loss`, so the Zubov-Net losses (or any model's) see them too.
+"""PGD adversarial training (Madry et al. 2018): every batch (or the share `adv_fraction` of it) is
+replaced by its L∞ PGD examples before the model's own `training_loss`, so the Zubov-Net losses (or
+any model's) see them too.
 
 The examples come from the suite's `pgd` attack (CE loss, random start, step 2.5·eps/steps), crafted
 with the model in eval mode. The random start is seeded by (run seed, step), so a resumed run draws
@@ -14,8 +15,11 @@ from ..perturbations import create_perturbation
 
 
 def adversarial_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-                      seed: int) -> torch.Tensor:
+                      seed: int, fraction: float = 1.0) -> torch.Tensor:
+    """The batch with its first round(fraction * len) examples replaced by their PGD examples (the
+    batch order is shuffled, so that is a random share; fraction 0.5 is Goodfellow et al.'s mix)."""
+    k = max(1, round(fraction * len(x)))
     attack = create_perturbation("pgd", steps=steps)
     with evaluation_mode(model):
-        x_adv = attack.attack(model, x, y, eps, torch.Generator().manual_seed(seed))
-    return x_adv.detach()
+        x_adv = attack.attack(model, x[:k], y[:k], eps, torch.Generator().manual_seed(seed))
+    return torch.cat([x_adv.detach(), x[k:]]) if k < len(x) else x_adv.detach()

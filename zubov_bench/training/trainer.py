@@ -179,7 +179,8 @@ class Trainer:
         try:
             if self.cfg.adv_eps > 0:
                 seed = self.cfg.seed * 1_000_003 + self.progress.global_step
-                xb = adversarial_batch(self.model, xb, yb, self.cfg.adv_eps, self.cfg.adv_steps, seed)
+                xb = adversarial_batch(self.model, xb, yb, self.cfg.adv_eps, self.cfg.adv_steps, seed,
+                                       self.cfg.adv_fraction)
             loss, terms = self.loss_fn(xb, yb)
         except SolverError as exc:
             raise NumericalError(f"{exc} at {where}; {self._kept()}") from None
