@@ -234,26 +234,12 @@ def test_recipes_are_not_inherited():
 
 # --- committed runs resolve to the configs they were trained with ------------------------------
 # A preset's plan resolved now against the reproduce-plan.json stored beside each committed
-# checkpoint (the model recipes moved from presets.py onto the model classes). The one known
-# difference predates that move: fashion-mnist's tisode was trained before the preset set
-# ss_start_epoch = 1 (results/fashion-mnist/README.md lists its training settings). fashion-mnist's
-# zubov was trained with the spec mechanism before the recipe switched to the aligned one (issue 16).
-KNOWN_DRIFT = {"fashion-mnist/tisode-fashion-mnist-s0": "model_config.ss_start_epoch: 5 != 1",
-               "fashion-mnist/zubov-fashion-mnist-s0": "model_config.alpha: 0.1 != 1.0"}
-
-
-# The fashion-mnist preset now trains three seeds for 6 epochs with the fixed baselines (issue 18);
-# the committed results/fashion-mnist are the earlier one-seed 4-epoch grid until their regeneration
-# is committed. The exemption names the commit that computed them, so it lapses by itself.
-STALE_RESULTS = {"fashion-mnist": "5f69172682af0a7a12d4fed7ed912f57123e74b0"}
+# checkpoint: a recipe or preset changed without regenerating its committed results shows here.
 
 
 @pytest.mark.parametrize("preset_name", ["quick", "fashion-mnist"])
 def test_committed_runs_resolve_to_their_stored_configs(preset_name):
     from zubov_bench.reproduce.pipeline import plan_roa_runs, plan_runs
-    stale_commit = STALE_RESULTS.get(preset_name)
-    if stale_commit and stale_commit in (REPO / "results" / preset_name / "README.md").read_text():
-        pytest.skip(f"results/{preset_name} predate the current preset and are being regenerated")
     from zubov_bench.reproduce.preset import load_preset
     from zubov_bench.reproduce.training import config_mismatch
 
@@ -264,5 +250,4 @@ def test_committed_runs_resolve_to_their_stored_configs(preset_name):
     committed = [run for run in runs if run.run_dir.is_dir()]
     assert len(committed) == len(runs) >= 7
     mismatches = {f"{preset_name}/{run.name}": config_mismatch(run) for run in committed}
-    assert {k: v for k, v in mismatches.items() if v} == \
-        {k: v for k, v in KNOWN_DRIFT.items() if k.startswith(f"{preset_name}/")}
+    assert {k: v for k, v in mismatches.items() if v} == {}

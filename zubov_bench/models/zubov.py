@@ -168,7 +168,6 @@ class ZubovNet(ODEModel):
         # The points that missed started between two PRoAs, where V_y fell at a third of alpha; weighting
         # the z(T) separation hinge 3 times lifted the three seeds to 96.3/97.2/96.5% (stable e_k, 100%
         # PRoA reach, full-test accuracy 91.49/91.20/91.15% against 91.50/90.85/90.98% without it).
-        # The committed results/fashion-mnist zubov row predates this (ZUBOV_SPEC, lambda_sep = 0).
         "fashion-mnist": {"model": {"boundary_rays": 8, "traj_points": 2, "lyap_width": 64,
                                     "outer_shell": "none", "sep_zT_weight": 3.0}},
     }

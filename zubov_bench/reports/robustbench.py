@@ -29,7 +29,8 @@ STANDARD_LINF_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "digits": 0.1, "cifar10
 FIELDS = ("link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
           "architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote", "threat_model",
           "unreliable")
-NO_PAPER_PROTOCOL = "reported is empty: no paper-protocol record yet"
+NO_PAPER_PROTOCOL = ("reported is empty: no paper-protocol record for this checkpoint (`eval --attack paper` writes one "
+                     "for the models that declare a paper protocol)")
 
 
 def percent(value: float) -> str:
