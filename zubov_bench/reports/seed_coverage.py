@@ -115,7 +115,7 @@ def narrowed_notes(entries: list[Narrowed]) -> list[str]:
         coverage = (tuple(sorted((n, tuple(sorted(s))) for n, s in entry.partial.items())),
                     tuple(sorted(entry.seeds)), bool(entry.every_seed))
         groups.setdefault(coverage, []).append(entry)
-    return [narrowed_note(group[0], bool(group[0].every_seed), _where(group)) for group in groups.values()]
+    return [narrowed_note(group[0], _where(group)) for group in groups.values()]
 
 
 def _where(entries: list[Narrowed]) -> str:
@@ -127,13 +127,12 @@ def _where(entries: list[Narrowed]) -> str:
     return "; ".join(f"{THREATS.get(threat, threat)} ε = {', '.join(labels)}" for threat, labels in by_threat.items())
 
 
-def narrowed_note(entry: Narrowed, with_every_seed: bool, where: str | None = None) -> str:
-    where = where or _where([entry])
+def narrowed_note(entry: Narrowed, where: str) -> str:
     ran = "; ".join(f"{name} on training seed(s) {_seeds_text(seeds)} only" for name, seeds in
                     sorted(entry.partial.items()))
     text = (f"Worst case at {where}: {ran} (of seeds {_seeds_text(entry.seeds)}), so the worst-case column "
             "is the strict worst case of the checkpoints that ran every attack")
-    if with_every_seed:
+    if entry.every_seed:
         return text + (f"; \"{EVERY_SEED_NAME}\" is the per-example worst case over the attacks run on every "
                        f"seed (without {', '.join(sorted(entry.partial))}: a weaker bound), mean ± std over "
                        "all seeds.")
