@@ -182,3 +182,20 @@ def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
     os.umask(previous)
     write_text(tmp_path / "a.md", "x")
     assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o666 & ~previous
+
+
+def test_a_reader_sees_what_another_store_object_wrote_and_updates_do_not_touch_its_records(tmp_path):
+    reader, writer = ResultsStore(tmp_path), ResultsStore(tmp_path)
+    first = make_record(0.1)
+    writer.put(first, outcomes([0, 1], [1, 1], [1, 0]))
+    assert [r.id for r in reader.all_records()] == [first.id]
+    held = reader.get(first.id)
+    second = make_record(0.2)
+    writer.put(second, outcomes([0, 1], [1, 1], [0, 0]))
+    assert reader.get(second.id).severity == 0.2
+    assert [r.id for r in reader.all_records()] == [first.id, second.id]
+    reader.update_sanity({first.id: {"check": {"ok": False, "detail": "x"}}})
+    assert held.sanity == {}  # a record handed out earlier is not changed behind the caller's back
+    assert writer.get(first.id).sanity == {"check": {"ok": False, "detail": "x"}}
+    (tmp_path / "records.jsonl").unlink()
+    assert reader.all_records() == [] and reader.get(first.id) is None

@@ -4,6 +4,7 @@ The evaluation writes these; tables and plots only read them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import typing
@@ -81,7 +82,7 @@ class Record:
         """
         if not isinstance(d, dict):
             raise ValueError(f"a record is a JSON object, not {type(d).__name__}")
-        types = typing.get_type_hints(cls)
+        types = _field_types(cls)
         values = {}
         for f in fields(cls):
             if f.name not in d:
@@ -93,6 +94,12 @@ class Record:
         if "id" in d and d["id"] != record.id:
             raise ValueError(f"stored id {d['id']!r} does not match the record's content ({record.id})")
         return record
+
+
+@functools.cache
+def _field_types(cls) -> dict:
+    # resolving the string annotations costs more than parsing a record's JSON: once per class
+    return typing.get_type_hints(cls)
 
 
 ATTACK_FLAG_SEPARATOR = ":"

@@ -41,20 +41,39 @@ class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._lock = FileLock(str(self.root / LOCK))
+        self._cache: tuple | None = None  # (file signature, records, records by id)
 
     @contextlib.contextmanager
     def locked(self):
         """Hold the folder's lock (re-entrant in one process); creates the folder on first write."""
         ensure_writable_dir(self.root)
         with self._lock:
+            self._cache = None  # a writer decides on the file as it is now, never on a remembered read
             yield
 
     # --- reading ------------------------------------------------------------------------
     def all_records(self) -> list[Record]:
         """Every stored record, shard records included, in write order."""
+        return list(self._parsed()[0])
+
+    def _parsed(self) -> tuple[list[Record], dict[str, Record]]:
+        """records.jsonl parsed, and indexed by id; re-read only when the file changed.
+
+        Every write replaces the file by a rename, so its inode, mtime and size identify one
+        content; a table over a large store asks for records hundreds of times."""
         path = self.root / RECORDS
-        if not path.is_file():
-            return []
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return [], {}
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cache is None or self._cache[0] != signature:
+            records = self._read(path)
+            self._cache = (signature, records, {r.id: r for r in records})
+        return self._cache[1], self._cache[2]
+
+    @staticmethod
+    def _read(path: Path) -> list[Record]:
         out = []
         try:
             text = path.read_text(encoding="utf-8")
@@ -78,7 +97,7 @@ class ResultsStore:
         return {r.id for r in self.all_records()}
 
     def get(self, record_id: str) -> Record | None:
-        return next((r for r in self.all_records() if r.id == record_id), None)
+        return self._parsed()[1].get(record_id)
 
     def outcomes(self, record_id: str) -> dict[str, np.ndarray]:
         """The record's per-example arrays, checked against the hash stored in the record."""
@@ -147,13 +166,10 @@ class ResultsStore:
         """Replace the `sanity` field of the given records (their ids do not depend on it)."""
         with self.locked():
             records = self.all_records()
-            changed = False
-            for r in records:
-                if r.id in sanity_by_id and r.sanity != sanity_by_id[r.id]:
-                    r.sanity = sanity_by_id[r.id]
-                    changed = True
-            if changed:
-                self._write_records(records)
+            updated = [dataclasses.replace(r, sanity=sanity_by_id[r.id])
+                       if r.id in sanity_by_id and r.sanity != sanity_by_id[r.id] else r for r in records]
+            if any(new is not old for new, old in zip(updated, records)):
+                self._write_records(updated)
 
     def merge_shards(self) -> list[Record]:
         """Turn every complete set of shard records into one complete record; returns the new ones."""
