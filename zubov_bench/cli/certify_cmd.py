@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_threads, option_value
 
 
 @click.command("certify")
@@ -28,16 +28,19 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, option_value
               help="Results folder, shared with `eval` (records.jsonl, records.csv, outcomes/).")
 @click.option("--force", is_flag=True, help="Recompute certificates that already exist.")
 @DEVICE
+@THREADS
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
 def command(checkpoints, method, sigma, n0, n_draws, alpha, radii, n_samples, batch_size, seed, flow_samples,
-            flow_steps, out, force, device, data_root, download, progress):
+            flow_steps, out, force, device, threads, data_root, download, progress):
     """Certified L2 robustness (randomized smoothing, or Zubov-Net's Lyapunov certificate) into the
     results store, beside `eval`'s records."""
     from ..evaluation import ResultsStore
     from ..evaluation.certify import (DEFAULT_BATCH_SIZE, DEFAULT_N_SAMPLES, certify_checkpoints,
                                       median_certified_radius)
+
+    apply_threads(threads)
 
     records = certify_checkpoints(
         list(checkpoints), method=method, sigma=option_value(sigma, "--sigma", 0.25, float),
