@@ -8,6 +8,7 @@ mean over S states h sampled uniformly in a ball of ReLU(V_dot + kappa V), V_dot
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +35,41 @@ class LyaNetConfig(ODEConfig):
     state_sampling: str = "ball"
     dropout: float = 0.3  # in the field; off at evaluation (0.1 gave 90% on digits, 0.3 gave 93-94%)
     field_act: str = "relu"
+    # "additive": f = MLP(W h + A(x)); "simplex": the released ClassDyn (LyapunovLearning
+    # dynamics/classification.py, restrict_to_simplex=False): the image's features give a
+    # hidden x hidden matrix that multiplies the MLP's hidden state, the output is a unit direction,
+    # and the speed is the distance to the class vertices (+-vertex_scale) that direction points to
+    field_form: str = "additive"
+    vertex_scale: float = 15.0  # "simplex": vertex k is vertex_scale at coordinate k, -vertex_scale elsewhere
+    field_gain: float = 1.0  # "simplex": speed multiplier (the released `gain`)
 
 
-class ConditionedField(nn.Module):
+class InputConditionedField(nn.Module):
+    """A field whose input-dependent part is computed once per image, inside `conditioned`."""
+
+    def __init__(self):
+        super().__init__()
+        self.context: torch.Tensor | None = None
+
+    def context_of(self, features: torch.Tensor) -> torch.Tensor:
+        return self.context_map(features)
+
+    @contextlib.contextmanager
+    def conditioned(self, features: torch.Tensor):
+        """Hold the image's context fixed for every field evaluation inside the block."""
+        old, self.context = self.context, self.context_of(features)
+        try:
+            yield self
+        finally:
+            self.context = old
+
+    def held_context(self) -> torch.Tensor:
+        if self.context is None:
+            raise RuntimeError("lyanet field used without an input: wrap the call in `conditioned`")
+        return self.context
+
+
+class ConditionedField(InputConditionedField):
     """f(h; x) = MLP(W_h h + A(x)); A(x) must be set with `conditioned` before use."""
 
     def __init__(self, k: int, d: int, hidden: int, act: str, dropout: float):
@@ -45,26 +78,44 @@ class ConditionedField(nn.Module):
         self.state_map = nn.Linear(k, hidden, bias=False)
         self.body = nn.Sequential(activation(act), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                                   activation(act), nn.Dropout(dropout), nn.Linear(hidden, k))
-        self.context: torch.Tensor | None = None
-
-    @contextlib.contextmanager
-    def conditioned(self, features: torch.Tensor):
-        """Hold A(x) fixed for every field evaluation inside the block."""
-        old, self.context = self.context, self.context_map(features)
-        try:
-            yield self
-        finally:
-            self.context = old
 
     def forward(self, t, h):
-        if self.context is None:
-            raise RuntimeError("lyanet field used without an input: wrap the call in `conditioned`")
-        ctx = self.context
+        ctx = self.held_context()
         while ctx.dim() < h.dim():  # (N, hidden) against sampled states (N, S, K)
             ctx = ctx.unsqueeze(-2)
         return self.body(self.state_map(h) + ctx)
 
 
+class SimplexDirectedField(InputConditionedField):
+    """f(h; x) = gain * log(sqrt(K) * s) * w(h) * u(h; x) / |u(h; x)|, u = W2 act(X(x) act(W1 h)),
+    X(x) a hidden x hidden matrix from the image's features, w(h) the mean over the class vertices
+    v_k of |v_k - h| weighted by the softmax of (v_k - h) . u / |u|."""
+
+    def __init__(self, k: int, d: int, hidden: int, act: str, dropout: float, vertex_scale: float, gain: float):
+        super().__init__()
+        self.hidden = hidden
+        self.context_map = nn.Linear(d, hidden * hidden)  # features -> X(x)
+        self.state_map = nn.Linear(k, hidden)
+        self.out_map = nn.Linear(hidden, k)
+        self.act, self.drop = activation(act), nn.Dropout(dropout)
+        self.register_buffer("vertices", vertex_scale * (2 * torch.eye(k) - 1))
+        self.speed = gain * math.log(math.sqrt(k) * vertex_scale)
+
+    def context_of(self, features: torch.Tensor) -> torch.Tensor:
+        return self.context_map(features).view(len(features), self.hidden, self.hidden)
+
+    def forward(self, t, h):
+        matrix = self.held_context()
+        u = self.act(self.drop(self.state_map(h)))
+        u = torch.einsum("nij,nsj->nsi", matrix, u.reshape(len(h), -1, self.hidden)).reshape(u.shape)
+        direction = F.normalize(self.out_map(self.act(self.drop(u))), dim=-1)
+        towards = self.vertices - h.unsqueeze(-2)  # (..., K vertices, K)
+        pull = torch.softmax((towards * direction.unsqueeze(-2)).sum(-1), dim=-1)
+        weight = (towards.norm(dim=-1) * pull).mean(-1, keepdim=True)
+        return self.speed * weight * direction
+
+
+FIELD_FORMS = ("additive", "simplex")
 STATE_SAMPLINGS = ("ball", "radius")
 
 
@@ -96,15 +147,21 @@ class LyaNet(ODEModel):
                                  "Rodriguez et al. ICML 2022; github.com/ivandariojr/LyapunovLearning")
 
     def __init__(self, spec: DataSpec, cfg: LyaNetConfig):
-        field = ConditionedField(spec.num_classes, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout)
+        for name, value, known in (("state_sampling", cfg.state_sampling, STATE_SAMPLINGS),
+                                   ("field_form", cfg.field_form, FIELD_FORMS)):
+            if value not in known:
+                raise UserError(f"{type(self).__name__.lower()}: {name} must be one of {', '.join(known)}, "
+                                f"got {value!r}")
+        k = spec.num_classes
+        field = ConditionedField(k, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout) \
+            if cfg.field_form == "additive" else \
+            SimplexDirectedField(k, cfg.d, cfg.field_hidden, cfg.field_act, cfg.dropout, cfg.vertex_scale,
+                                 cfg.field_gain)
         super().__init__(spec, cfg, field)
-        if cfg.state_sampling not in STATE_SAMPLINGS:
-            raise UserError(f"{type(self).__name__.lower()}: state_sampling must be one of "
-                            f"{', '.join(STATE_SAMPLINGS)}, got {cfg.state_sampling!r}")
         self.stem = make_stem(spec, cfg.d, cfg.stem, cfg.stem_width, cfg.spectral_norm)
 
     @property
-    def field(self) -> ConditionedField:
+    def field(self) -> InputConditionedField:
         return self.odefunc.field
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -257,10 +257,10 @@ def test_fxts_rejects_exponents_outside_p_lt_1_lt_q(digits):
         create_model("fxts", digits.spec, fx_p=1.2)
 
 
-@pytest.mark.parametrize("name", ["lyanet", "fxts"])
-def test_lyanet_trains_without_a_solve_starts_at_zero_and_drops_dropout_at_eval(name, digits):
+@pytest.mark.parametrize("name,form", [("lyanet", "additive"), ("lyanet", "simplex"), ("fxts", "simplex")])
+def test_lyanet_trains_without_a_solve_starts_at_zero_and_drops_dropout_at_eval(name, form, digits):
     torch.manual_seed(0)
-    model = create_model(name, digits.spec)
+    model = create_model(name, digits.spec, field_form=form)
     x, y = _batch(digits)
     model.train()
     model.reset_nfe()
@@ -278,6 +278,28 @@ def test_lyanet_trains_without_a_solve_starts_at_zero_and_drops_dropout_at_eval(
     with torch.no_grad(), model.field.conditioned(model.features(x)):
         h = torch.randn(len(x), digits.spec.num_classes)
         assert not torch.equal(model.field(None, h), model.field(None, h))  # dropout active
+
+
+def test_lyanet_simplex_field_is_a_unit_direction_at_the_released_speed(digits):
+    """The released ClassDyn law: |f| = gain log(sqrt(K) s) mean_k |v_k - h| softmax_k((v_k - h) . u),
+    u the unit direction, whatever the scale of the network's raw output."""
+    torch.manual_seed(0)
+    k, s, gain = digits.spec.num_classes, 15.0, 2.0
+    model = create_model("lyanet", digits.spec, field_form="simplex", vertex_scale=s, field_gain=gain).double().eval()
+    x, _ = _batch(digits)
+    x, h = x.double(), 10 * torch.randn(len(x), 7, k, dtype=torch.float64)
+    with torch.no_grad(), model.field.conditioned(model.features(x)):
+        f = model.field(None, h)
+        model.field.out_map.weight.mul_(50.0)
+        model.field.out_map.bias.mul_(50.0)
+        torch.testing.assert_close(model.field(None, h), f)  # only the direction is learnt
+    u = f / f.norm(dim=-1, keepdim=True)
+    vertices = s * (2 * torch.eye(k, dtype=torch.float64) - 1)
+    towards = vertices - h.unsqueeze(-2)
+    weight = (towards.norm(dim=-1) * torch.softmax((towards * u.unsqueeze(-2)).sum(-1), -1)).mean(-1)
+    torch.testing.assert_close(f.norm(dim=-1), gain * math.log(math.sqrt(k) * s) * weight)
+    with pytest.raises(UserError, match="field_form"):
+        create_model("lyanet", digits.spec, field_form="bilinear")
 
 
 # --- stable ------------------------------------------------------------------------------------
