@@ -228,7 +228,7 @@ def test_recipes_are_not_inherited():
     """FxTS subclasses LyaNet; each states its own recipe (a subclass may train differently)."""
     from zubov_bench.models.registry import model_recipes
 
-    assert model_recipes("fxts", "digits") == [{"train": {"epochs": 30}}]
+    assert model_recipes("fxts", "digits") == [{"train": {"epochs": 30}, "model": {"field_form": "simplex"}}]
     assert model_recipes("node", "digits") == [] and model_recipes("no-such-model", "digits") == []
 
 
