@@ -302,6 +302,18 @@ def test_lyanet_simplex_field_is_a_unit_direction_at_the_released_speed(digits):
         create_model("lyanet", digits.spec, field_form="bilinear")
 
 
+def test_a_lyanet_config_without_field_form_keeps_the_field_it_was_trained_with(digits):
+    """Checkpoints written before `field_form` existed store no such key and hold the additive
+    field's weights: the key's default must stay `additive` (or such configs must be given it on
+    load) for them to load as trained. A recipe that sets `simplex` stores the key."""
+    from baselines.lyanet import ConditionedField, SimplexDirectedField
+
+    old = create_model("lyanet", digits.spec, state_radius=15.0, dropout=0.5)  # a pre-option config
+    assert old.cfg.field_form == "additive" and isinstance(old.field, ConditionedField)
+    model, meta = load_checkpoint(REPO / "results" / "quick" / "checkpoints" / "lyanet-digits-s0" / "model.pt")
+    assert meta["config"]["field_form"] == "simplex" and isinstance(model.field, SimplexDirectedField)
+
+
 # --- stable ------------------------------------------------------------------------------------
 def _stable_model(digits, seed=0):
     torch.manual_seed(seed)
