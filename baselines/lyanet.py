@@ -45,10 +45,12 @@ class LyaNetConfig(ODEConfig):
 
 
 class InputConditionedField(nn.Module):
-    """A field whose input-dependent part is computed once per image, inside `conditioned`."""
+    """A field whose input-dependent part, `context_map` of the image's features, is computed once
+    per image, inside `conditioned`."""
 
-    def __init__(self):
+    def __init__(self, context_map: nn.Module):
         super().__init__()
+        self.context_map = context_map
         self.context: torch.Tensor | None = None
 
     def context_of(self, features: torch.Tensor) -> torch.Tensor:
@@ -73,8 +75,7 @@ class ConditionedField(InputConditionedField):
     """f(h; x) = MLP(W_h h + A(x)); A(x) must be set with `conditioned` before use."""
 
     def __init__(self, k: int, d: int, hidden: int, act: str, dropout: float):
-        super().__init__()
-        self.context_map = nn.Linear(d, hidden)  # features -> A(x)
+        super().__init__(nn.Linear(d, hidden))  # features -> A(x)
         self.state_map = nn.Linear(k, hidden, bias=False)
         self.body = nn.Sequential(activation(act), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                                   activation(act), nn.Dropout(dropout), nn.Linear(hidden, k))
@@ -92,9 +93,8 @@ class SimplexDirectedField(InputConditionedField):
     v_k of |v_k - h| weighted by the softmax of (v_k - h) . u / |u|."""
 
     def __init__(self, k: int, d: int, hidden: int, act: str, dropout: float, vertex_scale: float, gain: float):
-        super().__init__()
+        super().__init__(nn.Linear(d, hidden * hidden))  # features -> X(x)
         self.hidden = hidden
-        self.context_map = nn.Linear(d, hidden * hidden)  # features -> X(x)
         self.state_map = nn.Linear(k, hidden)
         self.out_map = nn.Linear(hidden, k)
         self.act, self.drop = activation(act), nn.Dropout(dropout)

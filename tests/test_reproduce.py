@@ -131,6 +131,13 @@ def test_force_retrains_the_named_model_and_replaces_its_records_only(tiny_run, 
     assert result.training == {"node-digits-s0": "trained"}
     after = store.records()
     manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    # the manifest and the README still describe the runs of the model --models left alone
+    assert [(e["name"], e["role"]) for e in manifest] == [
+        ("node-digits-s0", "evaluated; transfer source"), ("zubov-digits-s0", "evaluated"),
+        ("zubov-toy2d-s0", "RoA figure")]
+    readme = result.readme.read_text()
+    assert "zubov-digits-s0/model.pt" in readme and "roa-zubov-toy2d-s0.png" in readme
+    assert "left out by --models" not in readme
     node_sha = next(e["sha256"] for e in manifest if e["name"] == "node-digits-s0")
     old_node = {r.checkpoint_sha256 for r in before if r.model == "node"}
     assert node_sha not in old_node

@@ -132,6 +132,17 @@ ZUBOV_SPEC = {
 }
 
 
+def own_above_hinge(v: torch.Tensor, cls: torch.Tensor, level: float, margin: float = 0.0) -> torch.Tensor:
+    """Per point, how far V of its own class `cls` lies above level - margin (0 below it)."""
+    return F.relu(v.gather(1, cls[:, None]).squeeze(1) - level + margin)
+
+
+def others_below_hinge(v: torch.Tensor, cls: torch.Tensor, level: float, margin: float = 0.0) -> torch.Tensor:
+    """Per point, summed over every other class j, how far V_j lies below level + margin."""
+    own = F.one_hot(cls, v.shape[1]).bool()
+    return F.relu(level + margin - v).masked_fill(own, 0.0).sum(1)
+
+
 @register_model("zubov")
 class ZubovNet(ODEModel):
     """Zubov-Net: convex class Lyapunov functions as classifier, Zubov consistency loss (reconstructed)."""
@@ -257,10 +268,9 @@ class ZubovNet(ODEModel):
     def separation(self, v: torch.Tensor, cls: torch.Tensor, own_term: bool) -> torch.Tensor:
         """Hinges pushing V_cls below c - m (if own_term) and every other V_j above c + m."""
         c, m = self.cfg.level, self.cfg.margin
-        own = F.one_hot(cls, v.shape[1]).bool()
-        others = F.relu(c + m - v).masked_fill(own, 0.0).sum(1)
+        others = others_below_hinge(v, cls, c, m)
         if own_term:
-            others = others + F.relu(v.gather(1, cls[:, None]).squeeze(1) - c + m)
+            others = others + own_above_hinge(v, cls, c, m)
         return others.mean()
 
     def equilibrium_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,16 +333,13 @@ class ZubovNet(ODEModel):
         loss_cls = F.cross_entropy(logits, y)
         loss_sep = self.separation(v0, y, own_term=True)
         if cfg.separation_at == "z0+zT":
-            loss_sep = loss_sep + cfg.sep_zT_weight * F.relu(
-                v_cls.gather(1, y[:, None]).squeeze(1) - cfg.level + cfg.margin).mean()
+            loss_sep = loss_sep + cfg.sep_zT_weight * own_above_hinge(v_cls, y, cfg.level, cfg.margin).mean()
         if len(b):
             loss_sep = loss_sep + self.separation(v_b, b_cls, own_term=False)
         if len(cover):
-            own_cover = v_cover.gather(1, cover_cls[:, None]).squeeze(1)
-            loss_sep = loss_sep + F.relu(own_cover - cfg.level * (1 - cfg.cover_margin)).mean()
+            loss_sep = loss_sep + own_above_hinge(v_cover, cover_cls, cfg.level * (1 - cfg.cover_margin)).mean()
             # and the other PRoAs stay off it: PRoAs that overlap there cannot all be in their basins
-            own = F.one_hot(cover_cls, v_cover.shape[1]).bool()
-            loss_sep = loss_sep + F.relu(cfg.level - v_cover).masked_fill(own, 0.0).sum(1).mean()
+            loss_sep = loss_sep + others_below_hinge(v_cover, cover_cls, cfg.level).mean()
 
         n_inner = len(shells) // 2  # sample_boundary stacks the inner shell, then the outer one
         if cfg.outer_shell == "none":

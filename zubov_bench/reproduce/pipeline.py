@@ -25,7 +25,8 @@ from .preset import Preset, load_preset
 from ..provenance import cpu_kind, git_state
 from .readme import write_readme
 from .state import RunState
-from .training import RunPlan, ensure_trained, manifest_entry, plan_run, run_state, write_manifest
+from .training import (RunPlan, ensure_trained, finished_once, manifest_entry, plan_run, read_summary, run_state,
+                       write_manifest)
 
 CHECKPOINTS = "checkpoints"
 
@@ -136,6 +137,7 @@ class Reproduction:
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
         if force:
             self._discard_runs()
+        self.earlier_runs = self._earlier_finished_runs()
         self.state = RunState(out, preset.name, command)
         self.state.set_provenance(*git_state(Path(__file__).parent), machine=cpu_kind())
         self.result = ReproduceResult(out, out / "README.md")
@@ -151,6 +153,32 @@ class Reproduction:
             if run.method in self.names and run.run_dir.is_dir():  # not a source trained only for others
                 self.log(f"  --force: removing {run.run_dir} to retrain it")
                 shutil.rmtree(run.run_dir)
+
+    def _earlier_finished_runs(self) -> list[RunPlan]:
+        """The evaluated runs (and RoA-figure runs) of the preset's other models that an earlier
+        invocation finished in this folder. `--models A` adds to a store and leaves the rest as it
+        is, so the manifest and the README go on describing those runs too, as their folders record
+        them (a store may keep a run's summary and config without its weights, as a repository that
+        commits only some does). A transfer source this invocation trains only for others is among
+        them if the store holds records of it."""
+        others = [name for name in self.preset.default_models() if name not in self.names]
+        if not others:
+            return []
+        evaluated_now = {run.name for run in self.runs if run.evaluate}
+        finished = [run for run in plan_runs(self.preset, others, self.ckpt_root)
+                    if run.evaluate and run.name not in evaluated_now and finished_once(run)]
+        in_store = {record.checkpoint_sha256 for record in ResultsStore(self.out).all_records()} if finished else set()
+        figures = [run for run in plan_roa_runs(self.preset, others, self.ckpt_root) if finished_once(run)]
+        return [run for run in finished if read_summary(run)["sha256"] in in_store] + figures
+
+    def _manifest(self) -> list[dict]:
+        """Every checkpoint of the store: this invocation's and the earlier ones of the other models,
+        each with its role in the store (an earlier evaluated run keeps "evaluated")."""
+        earlier = {run.name: run for run in self.earlier_runs}
+        mine = [earlier.pop(r.name, r) for r in self.runs + self.roa_runs if r.name in self.summaries]
+        return sorted([manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in mine]
+                      + [manifest_entry(r, read_summary(r), self.ckpt_root) for r in earlier.values()],
+                      key=lambda entry: entry["name"])
 
     @property
     def _common(self) -> dict:
@@ -193,8 +221,7 @@ class Reproduction:
         everything = self.runs + self.roa_runs
         self.log(f"[train {len(self.summaries)}/{len(everything)}] {run.name}: {what} "
                  f"(test acc {summary['test_acc']:.4f})")
-        write_manifest(self.ckpt_root, [manifest_entry(r, self.summaries[r.name], self.ckpt_root)
-                                        for r in everything if r.name in self.summaries])
+        write_manifest(self.ckpt_root, self._manifest())
         return self._roa_tasks(run) if run in self.roa_runs else self._eval_tasks()
 
     def _drop_stale(self, run: RunPlan) -> None:
@@ -255,12 +282,15 @@ class Reproduction:
     def _roa_tasks(self, run: RunPlan) -> list[Task]:
         files = roa_files(self.out, run.name)
         self.result.figures += files
-        self.roa_lines.append(f"* `{files[0].relative_to(self.out)}`: {run.model} on {run.dataset} — learned "
-                              "vector field, PRoA level sets, true RoAs, IoU in the title (+ .pdf, .json)")
+        self.roa_lines.append(self._roa_line(run, files))
         if self.state.figure_done(run.name, self.summaries[run.name]["sha256"], files):
             return []
         arg = (self.out, run.checkpoint, self.preset.roa, self.data_root, self.download)
         return [Task(f"roa:{run.name}", roa_unit, arg, PRIORITY_ROA)]
+
+    def _roa_line(self, run: RunPlan, files: list[Path]) -> str:
+        return (f"* `{files[0].relative_to(self.out)}`: {run.model} on {run.dataset} — learned vector field, "
+                "PRoA level sets, true RoAs, IoU in the title (+ .pdf, .json)")
 
     def _drawn(self, arg: tuple, mean_iou: float) -> list[Task]:
         run = next(r for r in self.roa_runs if r.checkpoint == arg[1])
@@ -284,11 +314,14 @@ class Reproduction:
             spec = load_dataset(dataset, self.data_root, self.download).spec
             grids[dataset] = {"linf": tuple(spec.eps_linf), "l2": tuple(spec.eps_l2)}
         self.state.finish()
-        manifest = [manifest_entry(r, self.summaries[r.name], self.ckpt_root) for r in self.runs + self.roa_runs]
+        for run in self.earlier_runs:
+            files = roa_files(self.out, run.name)
+            if not run.evaluate and files[0].is_file():
+                self.roa_lines.append(self._roa_line(run, files))
         write_readme(self.result.readme, preset=self.preset, out=self.out, command=self.state.current["command"],
                      device=resolve_device(self.device), jobs=self.scheduler.jobs, state=self.state,
-                     manifest=manifest,
-                     runs=[r for r in self.runs if r.evaluate], dataset_grids=grids,
+                     manifest=self._manifest(),
+                     runs=[r for r in self.runs + self.earlier_runs if r.evaluate], dataset_grids=grids,
                      figures=self.result.figures, roa_lines=self.roa_lines)
         self.result.wall_seconds = self.state.current["wall_seconds"]
 

@@ -114,13 +114,22 @@ def ensure_trained(plan: RunPlan, *, data_root=None, download=False, device="aut
     """Train, resume or skip one run; returns (what happened, the run's summary)."""
     state = run_state(plan)
     if state == "done":
-        return "skipped", json.loads((plan.run_dir / SUMMARY).read_text())
+        return "skipped", read_summary(plan)
     common = dict(data_root=data_root, download=download, device=device, progress=progress)
     if state == "resume":
         log(f"  resuming {plan.run_dir} from its last checkpoint")
         return "resumed", resume_run(plan.run_dir, **common)
     write_json(plan.run_dir / PLAN_FILE, _plain(plan.resolved))
     return "trained", train_run(plan.resolved, plan.run_dir, force=True, **common)
+
+
+def finished_once(plan: RunPlan) -> bool:
+    """Its folder records a finished training (its weights may have been left out since)."""
+    return (plan.run_dir / SUMMARY).is_file() and (plan.run_dir / RESOLVED_CONFIG).is_file()
+
+
+def read_summary(plan: RunPlan) -> dict:
+    return json.loads((plan.run_dir / SUMMARY).read_text())
 
 
 def manifest_entry(plan: RunPlan, summary: dict, relative_to: Path) -> dict:
