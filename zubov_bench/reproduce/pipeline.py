@@ -137,6 +137,7 @@ class Reproduction:
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
         if force:
             self._discard_runs()
+        self._earlier_records: list | None = None  # the store as this invocation found it (_records_as_found)
         self.earlier_runs = self._earlier_finished_runs()
         self.state = RunState(out, preset.name, command)
         self.state.set_provenance(*git_state(Path(__file__).parent), machine=cpu_kind())
@@ -144,7 +145,6 @@ class Reproduction:
         self.summaries: dict[str, dict] = {}
         self.eval_planned: set[str] = set()
         self.roa_lines: list[str] = []
-        self._earlier_records: list | None = None  # the store as this invocation found it (_drop_stale)
 
     def _discard_runs(self) -> None:
         """--force: the selected models' run folders go, so they train afresh; their records go
@@ -167,9 +167,16 @@ class Reproduction:
         evaluated_now = {run.name for run in self.runs if run.evaluate}
         finished = [run for run in plan_runs(self.preset, others, self.ckpt_root)
                     if run.evaluate and run.name not in evaluated_now and finished_once(run)]
-        in_store = {record.checkpoint_sha256 for record in ResultsStore(self.out).all_records()} if finished else set()
+        in_store = {record.checkpoint_sha256 for record in self._records_as_found()} if finished else set()
         figures = [run for run in plan_roa_runs(self.preset, others, self.ckpt_root) if finished_once(run)]
         return [run for run in finished if read_summary(run)["sha256"] in in_store] + figures
+
+    def _records_as_found(self) -> list:
+        """The store's records before this invocation wrote any, read once: each run trains before
+        anything is evaluated on it, and `_drop_stale` keeps the list in step with its removals."""
+        if self._earlier_records is None:
+            self._earlier_records = ResultsStore(self.out).all_records()
+        return self._earlier_records
 
     def _manifest(self) -> list[dict]:
         """Every checkpoint of the store: this invocation's and the earlier ones of the other models,
@@ -230,9 +237,7 @@ class Reproduction:
 
         Only records from before this invocation can be stale (each run trains at most once in it,
         before anything is evaluated on it), so the store is read once, not once per run."""
-        if self._earlier_records is None:
-            self._earlier_records = ResultsStore(self.out).all_records()
-        stale = set(stale_records(self._earlier_records, run.checkpoint, self.summaries[run.name]["sha256"]))
+        stale = set(stale_records(self._records_as_found(), run.checkpoint, self.summaries[run.name]["sha256"]))
         if stale:
             self._earlier_records = [r for r in self._earlier_records if r.id not in stale]
             self.log(f"  {run.name}: {len(stale)} record(s) of an earlier training of it removed from {self.out} "
