@@ -11,7 +11,10 @@ numbers under one mean ± std. So, where a method's checkpoints ran different at
   ran on every seed, recomputed from the per-example outcomes for the checkpoints that ran more,
   mean ± std over all seeds: a weaker bound, but one number of the same kind per seed.
 
-A note names the restricted attacks and their seeds. Per-attack cells simply have fewer checkpoints;
+A note names the restricted attacks and their seeds, and how much weaker the every-seed bound is
+where that can be measured: on the checkpoints that ran every attack, the every-seed worst case minus
+the strict one, per method (an attack that converges slowly on one model, as fixed-step PGD does on
+some fields, loosens that model's every-seed bound more than another's and can reorder the column). Per-attack cells simply have fewer checkpoints;
 a note names those too ("autoattack: training seed 0 only").
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Narrowed:
     partial: dict = field(default_factory=dict)  # attack name -> training seeds that ran it
     seeds: set = field(default_factory=set)  # every training seed in the column
     every_seed: dict = field(default_factory=dict)  # (method, EVERY_SEED key) -> Cell
+    looseness: dict = field(default_factory=dict)  # method -> largest every-seed minus strict, complete checkpoints
 
     @property
     def every_seed_key(self) -> tuple:
@@ -85,6 +89,10 @@ def narrow_worst_cases(cells: dict[tuple, Cell], records: list[Record], outcomes
             for sha in per_sha:
                 every.values[sha] = _common_union(worst[(method, key)], sha, common, by_id, outcomes)
             entry.every_seed[(method, entry.every_seed_key)] = every
+            gaps = [every.values[sha] - cell.values[sha] for sha in per_sha
+                    if per_sha[sha] == full and sha in cell.values]
+            if gaps:
+                entry.looseness[method] = max(gaps)
         cell.values = {sha: v for sha, v in cell.values.items() if per_sha.get(sha) == full}
         if not cell.values:
             del cells[(method, key)]
@@ -115,7 +123,16 @@ def narrowed_notes(entries: list[Narrowed]) -> list[str]:
         coverage = (tuple(sorted((n, tuple(sorted(s))) for n, s in entry.partial.items())),
                     tuple(sorted(entry.seeds)), bool(entry.every_seed))
         groups.setdefault(coverage, []).append(entry)
-    return [narrowed_note(group[0], _where(group)) for group in groups.values()]
+    return [narrowed_note(group[0], _where(group), _looseness(group)) for group in groups.values()]
+
+
+def _looseness(entries: list[Narrowed]) -> dict[str, float]:
+    """method -> its largest every-seed-minus-strict gap over the columns of a group."""
+    largest: dict[str, float] = {}
+    for entry in entries:
+        for method, gap in entry.looseness.items():
+            largest[method] = max(gap, largest.get(method, gap))
+    return largest
 
 
 def _where(entries: list[Narrowed]) -> str:
@@ -127,15 +144,21 @@ def _where(entries: list[Narrowed]) -> str:
     return "; ".join(f"{THREATS.get(threat, threat)} ε = {', '.join(labels)}" for threat, labels in by_threat.items())
 
 
-def narrowed_note(entry: Narrowed, where: str) -> str:
+def narrowed_note(entry: Narrowed, where: str, looseness: dict[str, float] | None = None) -> str:
     ran = "; ".join(f"{name} on training seed(s) {_seeds_text(seeds)} only" for name, seeds in
                     sorted(entry.partial.items()))
     text = (f"Worst case at {where}: {ran} (of seeds {_seeds_text(entry.seeds)}), so the worst-case column "
             "is the strict worst case of the checkpoints that ran every attack")
     if entry.every_seed:
-        return text + (f"; \"{EVERY_SEED_NAME}\" is the per-example worst case over the attacks run on every "
-                       f"seed (without {', '.join(sorted(entry.partial))}: a weaker bound), mean ± std over "
-                       "all seeds.")
+        text += (f"; \"{EVERY_SEED_NAME}\" is the per-example worst case over the attacks run on every "
+                 f"seed (without {', '.join(sorted(entry.partial))}: a weaker bound), mean ± std over all seeds.")
+        if looseness:
+            ranked = sorted(looseness.items(), key=lambda item: -item[1])
+            text += (f" On the checkpoints that ran every attack, leaving {', '.join(sorted(entry.partial))} out "
+                     "raises the worst case by up to "
+                     + ", ".join(f"{100 * gap:.1f} points ({method})" for method, gap in ranked)
+                     + ": a difference in that column smaller than these may be the attacks', not the models'.")
+        return text
     return text + "; the every-seed worst case needs the per-example outcomes and is not shown here."
 
 
