@@ -95,6 +95,9 @@ def test_sweep_trains_and_attacks_every_variant_into_one_store_and_resumes(tmp_p
     (None, [], "needs a study file"),
     ({"datasets": ["digits"], "models": ["node"]}, [], "has no variants"),
     (STUDY, ["--only", "zubov"], "unknown variant 'zubov'"),
+    # a typo in a grid's model setting stops the study before its first variant trains
+    ({"datasets": ["toy2d"], "variants": {"node": {}, "zubov-c": {"model": "zubov", "grid": {"c": [0.5, 1.0]}}}},
+     [], "zubov-c-c=0.5 on toy2d: unknown config key(s) c for ZubovConfig"),
 ])
 def test_sweep_bad_input_is_one_line(tmp_path, content, args, message):
     path = tmp_path / ("study.yaml" if content is not None else "study.txt")
@@ -150,3 +153,14 @@ def test_a_killed_sweep_variant_resumes_with_train_resume_exactly(tmp_path, cli_
     a, b = (torch.load(run / "model.pt", weights_only=True) for run in (killed, ref))
     assert a["extra"]["method"] == b["extra"]["method"] == "zubov-no-consistency"
     assert a["sha256"] == b["sha256"]
+
+
+def test_the_manuals_example_study_plans_every_variant(tmp_path):
+    """docs/sweep.md's study file is one a user copies: every variant, grid point and setting in it
+    must be valid (planning checks each run's model and training settings, as `sweep` does first)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sweep.md").read_text(encoding="utf-8")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (name, data), = yaml.safe_load(block).items()
+    preset = parse_preset(name, data)
+    runs = plan_runs(preset, resolve_models(preset, None), tmp_path)
+    assert {"zubov-c-level=0.5-lr=0.001", "zubov-no-consistency"} <= {run.method for run in runs}

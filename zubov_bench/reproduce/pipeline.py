@@ -94,8 +94,11 @@ def plan_runs(preset: Preset, names: list[str], root: Path) -> list[RunPlan]:
                 role = "evaluated; transfer source"
             train = {**preset.train_overrides(variant.model, dataset), **variant.train}
             model_config = {**preset.model_overrides(variant.model, dataset), **variant.model_config}
-            runs += [plan_run(variant.model, dataset, seed, train, model_config, root, label in names, role, label)
-                     for seed in variant.seeds or preset.seeds]
+            try:  # every run's settings are checked here, so that a typo in one stops nothing half-done
+                runs += [plan_run(variant.model, dataset, seed, train, model_config, root, label in names, role,
+                                  label) for seed in variant.seeds or preset.seeds]
+            except UserError as err:
+                raise UserError(f"{label} on {dataset}: {err}") from None
     return runs
 
 
@@ -359,6 +362,7 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
     for option, value in (("--threads", threads), ("--jobs", jobs)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
+    plan_runs(preset, names, out / CHECKPOINTS)  # every run's settings checked before anything is written
     ensure_writable_dir(out)
     command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs,
                                  sweep=bool(preset.variants))

@@ -14,7 +14,7 @@ from ..config import build_dataclass, flatten_dotted, load_config_file
 from ..data import load_dataset
 from ..errors import UserError
 from ..io import ensure_writable_dir, reporting_write_faults, write_json, write_text
-from ..models import MODELS, create_model
+from ..models import MODELS, create_model, make_config
 from ..presets import cuda_train_preset, resolve_preset
 from ..device import resolve_device
 from . import distributed
@@ -44,6 +44,9 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
     model_cfg = {}
     for source in (preset["model"], file_cfg.get("model_config", {}), model_overrides):
         model_cfg.update(flatten_dotted(source, nested, model))
+    config_cls = getattr(MODELS.get(model), "Config", None)
+    if config_cls is not None:
+        make_config(config_cls, model_cfg)  # an unknown key or bad value fails here, before any work starts
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(train) - known)
     if unknown:
