@@ -17,9 +17,9 @@ PHASES = ("features", "ode", "lyapunov", "consistency_jvp", "boundary_sampling")
 TARGET = 1.5
 
 # Zubov-Net settings compared with node. "spec" is docs/zubov-net.md's default (M = 32 rays, every
-# step, width 128); "lean" is the fashion-mnist preset: 8 rays per class per step, the consistency
-# loss on z0 and z(T) only, half the Lyapunov width, and no separation loss (its term is still
-# computed for the log, without a graph; the boundary samples still feed the consistency loss).
+# step, width 128); "lean" is the fashion-mnist preset's model config: once the spec mechanism's
+# lightest settings (8 rays per class per step, consistency on z0 and z(T), half the Lyapunov width,
+# no separation loss), now the aligned mechanism with the sampler kept that light.
 # "aligned" is the digits preset's model config (presets.ZUBOV_ALIGNED, docs/zubov-net.md §3): the
 # hinge residual, interior PRoA points and their flow, the anchored field and its Jacobian hinge
 # (the preset's PGD adversarial training is a training-loop setting, not part of this step).
