@@ -31,20 +31,20 @@ STUDY = {
 
 def test_a_grid_expands_into_labelled_variants_over_the_preset_budgets():
     preset = parse_preset("s", {"train": {"default": {"epochs": 3}}, "seeds": [0], "variants": {
-        "zubov-c": {"model": "zubov", "model_config": {"m": 0.2}, "grid": {"c": [0.5, 1.0], "train.lr": [0.01]},
+        "zubov-c": {"model": "zubov", "model_config": {"margin": 0.2}, "grid": {"level": [0.5, 1.0], "train.lr": [0.01]},
                     "seeds": [1, 2]},
         "node": {}}})
-    assert list(preset.variants) == ["zubov-c-c=0.5-lr=0.01", "zubov-c-c=1.0-lr=0.01", "node"]
+    assert list(preset.variants) == ["zubov-c-level=0.5-lr=0.01", "zubov-c-level=1.0-lr=0.01", "node"]
     assert preset.models == list(preset.variants)
     runs = plan_runs(preset, resolve_models(preset, None), Path("x"))
     first = runs[0]
-    assert (first.model, first.method, first.seed, first.name) == ("zubov", "zubov-c-c=0.5-lr=0.01", 1,
-                                                                  "zubov-c-c=0.5-lr=0.01-digits-s1")
-    assert first.resolved["model_config"]["c"] == 0.5 and first.resolved["model_config"]["m"] == 0.2
+    assert (first.model, first.method, first.seed, first.name) == ("zubov", "zubov-c-level=0.5-lr=0.01", 1,
+                                                                  "zubov-c-level=0.5-lr=0.01-digits-s1")
+    assert first.resolved["model_config"]["level"] == 0.5 and first.resolved["model_config"]["margin"] == 0.2
     assert first.resolved["train"]["lr"] == 0.01 and first.resolved["train"]["epochs"] == 3
-    assert first.resolved["method"] == "zubov-c-c=0.5-lr=0.01"
-    assert [(r.method, r.seed) for r in runs][1:] == [("zubov-c-c=0.5-lr=0.01", 2), ("zubov-c-c=1.0-lr=0.01", 1),
-                                                       ("zubov-c-c=1.0-lr=0.01", 2), ("node", 0)]
+    assert first.resolved["method"] == "zubov-c-level=0.5-lr=0.01"
+    assert [(r.method, r.seed) for r in runs][1:] == [("zubov-c-level=0.5-lr=0.01", 2), ("zubov-c-level=1.0-lr=0.01", 1),
+                                                       ("zubov-c-level=1.0-lr=0.01", 2), ("node", 0)]
     assert "method" not in runs[-1].resolved  # a variant named after its model keeps the plain name
 
 
