@@ -150,11 +150,12 @@ def narrowed_note(entry: Narrowed, where: str, looseness: dict[str, float] | Non
     text = (f"Worst case at {where}: {ran} (of seeds {_seeds_text(entry.seeds)}), so the worst-case column "
             "is the strict worst case of the checkpoints that ran every attack")
     if entry.every_seed:
+        left_out = ", ".join(sorted(entry.partial))
         text += (f"; \"{EVERY_SEED_NAME}\" is the per-example worst case over the attacks run on every "
-                 f"seed (without {', '.join(sorted(entry.partial))}: a weaker bound), mean ± std over all seeds.")
+                 f"seed (without {left_out}: a weaker bound), mean ± std over all seeds.")
         if looseness:
             ranked = sorted(looseness.items(), key=lambda item: -item[1])
-            text += (f" On the checkpoints that ran every attack, leaving {', '.join(sorted(entry.partial))} out "
+            text += (f" On the checkpoints that ran every attack, leaving {left_out} out "
                      "raises the worst case by up to "
                      + ", ".join(f"{100 * gap:.1f} points ({method})" for method, gap in ranked)
                      + ": a difference in that column smaller than these may be the attacks', not the models'.")

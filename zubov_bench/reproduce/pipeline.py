@@ -136,8 +136,9 @@ class Reproduction:
         self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
         self.scheduler = Scheduler(jobs, torch.get_num_threads(), log)
         self.ckpt_root = out / CHECKPOINTS
-        self.runs = plan_runs(preset, names, self.ckpt_root)
+        self.runs = plan_runs(preset, names, self.ckpt_root)  # checks every run's settings ...
         self.roa_runs = plan_roa_runs(preset, names, self.ckpt_root)
+        ensure_writable_dir(out)  # ... before anything is written
         if force:
             self._discard_runs()
         self._earlier_records: list | None = None  # the store as this invocation found it (_records_as_found)
@@ -362,8 +363,6 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
     for option, value in (("--threads", threads), ("--jobs", jobs)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
-    plan_runs(preset, names, out / CHECKPOINTS)  # every run's settings checked before anything is written
-    ensure_writable_dir(out)
     command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs,
                                  sweep=bool(preset.variants))
     previous = torch.get_num_threads()

@@ -40,11 +40,11 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
         preset["train"].update(cuda_train_preset(dataset, preset["train"]))
     train = {**preset["train"], **explicit}
     # dotted keys (lyapunov.form) become the flat fields they name per source, so precedence holds
-    nested = getattr(getattr(MODELS.get(model), "Config", None), "nested", {})
+    config_cls = getattr(MODELS.get(model), "Config", None)
+    nested = getattr(config_cls, "nested", {})
     model_cfg = {}
     for source in (preset["model"], file_cfg.get("model_config", {}), model_overrides):
         model_cfg.update(flatten_dotted(source, nested, model))
-    config_cls = getattr(MODELS.get(model), "Config", None)
     if config_cls is not None:
         make_config(config_cls, model_cfg)  # an unknown key or bad value fails here, before any work starts
     known = {f.name for f in fields(TrainConfig)}
