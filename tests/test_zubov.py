@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from zubov_bench.checkpoint import load_checkpoint
+from zubov_bench.errors import UserError
 from zubov_bench.models import create_model
 from zubov_bench.models.layers import DampedField, MLPField, pairwise_cosines, simplex_vectors, unit_rows
 from zubov_bench.models.lyapunov import BoundaryConfig, _bracket, sample_boundary
@@ -363,3 +364,24 @@ def test_zT_hinge_weight_scales_the_separation_term(digits):
         seps.append(model.training_loss(x, y)[1]["sep"])
     assert seps[1] > seps[0]
     assert seps[2] - seps[0] == pytest.approx(3 * (seps[1] - seps[0]), rel=1e-4)
+
+
+def test_start_level_puts_z0_outside_every_proa_and_separates_at_zT(digits):
+    """start_level > 0 replaces the z(0) separation by sum_k [L - V_k(z0)]_+ (z(0) outside every PRoA)
+    and adds the other classes' hinge [c + m - V_j(z(T))]_+ to the own-class one at z(T)."""
+    level = 4.0
+    model = make_zubov(digits, dtype=torch.float32, **ALIGNED, separation_at="z0+zT", start_level=level,
+                       boundary=False, sep_zT_weight=3.0)
+    x, y = digits.x_train[:32], digits.y_train[:32]
+    _, terms = model.training_loss(x, y)
+    with torch.no_grad():
+        z0 = model.features(x)
+        v0, v_t = model.lyapunov(z0), model.lyapunov(model.solve(z0))
+        c, m = model.cfg.level, model.cfg.margin
+        own = torch.nn.functional.one_hot(y, v0.shape[1]).bool()
+        expected = ((level - v0).clamp_min(0).sum(1).mean()
+                    + (c + m - v_t).clamp_min(0).masked_fill(own, 0).sum(1).mean()
+                    + 3.0 * (v_t[own] - c + m).clamp_min(0).mean())
+    assert float(expected) > 0 and terms["sep"] == pytest.approx(float(expected), rel=1e-4)
+    with pytest.raises(UserError, match="start_level"):
+        make_zubov(digits, **ALIGNED, separation_at="z0", start_level=level)

@@ -61,6 +61,11 @@ class ZubovConfig(ODEConfig):
     field_damping: float = 0.0  # gamma in f(z) = MLP(z) - gamma z (every Jacobian eigenvalue shifted by -gamma)
     separation_at: str = "z0"  # z0 | z0+zT: the own-class hinge [V_y - c + m]_+ also at z(T)
     sep_zT_weight: float = 1.0  # weight of that z(T) hinge within the separation loss
+    # > 0: z(0) starts outside every PRoA, at V_k(z0) >= start_level for every k, and the full
+    # separation (own V_y below c - m, every other V_j above c + m) applies at z(T) instead: the flow,
+    # not the stem, carries each point into its PRoA (needs separation_at=z0+zT)
+    start_level: float = 0.0
+    start_ceiling: float = 0.0  # > 0: and V_y(z0) <= start_ceiling, so the flow has a bounded way to go
     # cover points: uniform in the box around the batch's z(0) and the e_k (padded by cover_pad of
     # its size, as the diagnostics' IoU window), each given the class of its smallest V; there V
     # must fall (consistency) and lie below c * (1 - cover_margin) (separation), so the PRoAs fill
@@ -107,6 +112,8 @@ class ZubovConfig(ODEConfig):
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        if self.start_level > 0 and self.separation_at != "z0+zT":
+            raise UserError("config start_level > 0 needs separation_at=z0+zT (the own-class hinge at z(T))")
 
 
 # Zubov-Net's mechanism as measured to work (docs/zubov-net.md, "What changed and why"): the
@@ -331,7 +338,13 @@ class ZubovNet(ODEModel):
                     v0, v_b, v_cover = self.lyap(torch.cat([z0, b, cover])).split(sizes[1:])
         logits = self.logits_from_lyapunov(v_cls)
         loss_cls = F.cross_entropy(logits, y)
-        loss_sep = self.separation(v0, y, own_term=True)
+        if cfg.start_level > 0:
+            loss_sep = F.relu(cfg.start_level - v0).sum(1).mean() + others_below_hinge(v_cls, y, cfg.level,
+                                                                                      cfg.margin).mean()
+            if cfg.start_ceiling > 0:
+                loss_sep = loss_sep + own_above_hinge(v0, y, cfg.start_ceiling).mean()
+        else:
+            loss_sep = self.separation(v0, y, own_term=True)
         if cfg.separation_at == "z0+zT":
             loss_sep = loss_sep + cfg.sep_zT_weight * own_above_hinge(v_cls, y, cfg.level, cfg.margin).mean()
         if len(b):
