@@ -30,6 +30,9 @@ for seed in 0 1 2; do
   # one attack as an indicator of robustness, not the protocol's worst case: the grid's PGD-40 at L-inf 0.05
   zubov-bench eval -c "$OUT/checkpoints/zubov-fashion-mnist-s$seed/model.pt" -a pgd --eps 0.05 \
     --n-samples "$N" --batch-size 250 --out "$OUT" --no-progress
+  # the deterministic Lyapunov certificate needs z(0) inside a PRoA, which this design gives up
+  zubov-bench certify -c "$OUT/checkpoints/zubov-fashion-mnist-s$seed/model.pt" --method lyapunov \
+    --n-samples "$N" --out "$OUT" --no-progress
 done
 python results/zubov-study/v-y-split.py "$N" "$OUT"/checkpoints/zubov-fashion-mnist-s{0,1,2}/model.pt \
   > "$OUT/v-y-split.md"
