@@ -338,9 +338,8 @@ class ZubovNet(ODEModel):
                     v0, v_b, v_cover = self.lyap(torch.cat([z0, b, cover])).split(sizes[1:])
         logits = self.logits_from_lyapunov(v_cls)
         loss_cls = F.cross_entropy(logits, y)
-        if cfg.start_level > 0:
-            loss_sep = F.relu(cfg.start_level - v0).sum(1).mean() + others_below_hinge(v_cls, y, cfg.level,
-                                                                                      cfg.margin).mean()
+        if cfg.start_level > 0:  # every V_k above start_level at z(0); the others' hinge moves to z(T)
+            loss_sep = F.relu(cfg.start_level - v0).sum(1).mean() + self.separation(v_cls, y, own_term=False)
             if cfg.start_ceiling > 0:
                 loss_sep = loss_sep + own_above_hinge(v0, y, cfg.start_ceiling).mean()
         else:
