@@ -385,3 +385,5 @@ def test_start_level_puts_z0_outside_every_proa_and_separates_at_zT(digits):
     assert float(expected) > 0 and terms["sep"] == pytest.approx(float(expected), rel=1e-4)
     with pytest.raises(UserError, match="start_level"):
         make_zubov(digits, **ALIGNED, separation_at="z0", start_level=level)
+    with pytest.raises(UserError, match="start_ceiling > 0 needs start_level"):
+        make_zubov(digits, **ALIGNED, separation_at="z0+zT", start_ceiling=7.0)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Zubov-Net's aligned mechanism on FashionMNIST as the `fashion-mnist` recipe trains it
-# (zubov_bench/models/zubov.py; docs/zubov-net.md section 3), at the fashion grid's common budget:
+# Zubov-Net's aligned mechanism on FashionMNIST as the `fashion-mnist` recipe trained it before every
+# z(0) started outside all PRoAs (zubov_bench/models/zubov.py; docs/zubov-net.md section 3): the
+# recipe with start_level=0, alpha=1 and T=1 pinned, at the fashion grid's common budget:
 # 6 epochs, batch 128, lr 2e-3, three training seeds, and `node` under the same budget. Each
 # checkpoint is evaluated on 1,000 test images (Gaussian noise at sigma = 0.1, a cheap perturbation:
 # `eval` stores the Lyapunov alignment diagnostics beside the records), then v-y-split.py splits
@@ -12,10 +13,12 @@ OUT=results/zubov-study/aligned-fashion
 N=1000
 EPOCHS=6
 export OMP_NUM_THREADS=1
+PREVIOUS_RECIPE=(--set start_level=0 --set start_ceiling=0 --set alpha=1 --set T=1)
 train() {  # model seed
-  local dir="$OUT/checkpoints/$1-fashion-mnist-s$2"
+  local dir="$OUT/checkpoints/$1-fashion-mnist-s$2" pin=()
+  [ "$1" = zubov ] && pin=("${PREVIOUS_RECIPE[@]}")
   [ -f "$dir/model.pt" ] || zubov-bench train --model "$1" --dataset fashion-mnist --seed "$2" \
-    --epochs "$EPOCHS" --out "$dir" --force --no-progress
+    --epochs "$EPOCHS" "${pin[@]}" --out "$dir" --force --no-progress
 }
 # zubov costs about three node runs, so the second slot takes node's three seeds after two zubov seeds
 train zubov 0 & train zubov 1; wait

@@ -114,6 +114,8 @@ class ZubovConfig(ODEConfig):
                 raise UserError(f"config {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         if self.start_level > 0 and self.separation_at != "z0+zT":
             raise UserError("config start_level > 0 needs separation_at=z0+zT (the own-class hinge at z(T))")
+        if self.start_ceiling > 0 and self.start_level <= 0:
+            raise UserError("config start_ceiling > 0 needs start_level > 0 (it bounds V_y(z0) from above)")
 
 
 # Zubov-Net's mechanism as measured to work (docs/zubov-net.md, "What changed and why"): the
