@@ -237,14 +237,15 @@ def test_recipes_are_not_inherited():
 # checkpoint: a recipe or preset changed without regenerating its committed results shows here.
 
 
-@pytest.mark.parametrize("preset_name", ["quick", "fashion-mnist"])
-def test_committed_runs_resolve_to_their_stored_configs(preset_name):
+@pytest.mark.parametrize("preset_name,out", [("quick", "quick"), ("fashion-mnist", "fashion-mnist"),
+                                             ("results/zubov-study/fashion-mnist.yaml", "zubov-study/fashion-mnist")])
+def test_committed_runs_resolve_to_their_stored_configs(preset_name, out):
     from zubov_bench.reproduce.pipeline import plan_roa_runs, plan_runs
     from zubov_bench.reproduce.preset import load_preset
     from zubov_bench.reproduce.training import config_mismatch
 
-    preset = load_preset(preset_name)
-    root = REPO / "results" / preset_name / "checkpoints"
+    preset = load_preset(str(REPO / preset_name) if preset_name.endswith(".yaml") else preset_name)
+    root = REPO / "results" / out / "checkpoints"
     names = preset.default_models()
     runs = plan_runs(preset, names, root) + plan_roa_runs(preset, names, root)
     committed = [run for run in runs if run.run_dir.is_dir()]

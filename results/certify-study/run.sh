@@ -15,13 +15,14 @@ PY=${PYTHON:-python}
 ZB=(nice -n 5 env OMP_NUM_THREADS=1 "$PY" -m zubov_bench)
 # Zubov-Net's aligned mechanism (models/zubov.py ZUBOV_ALIGNED, stated here so the run does not
 # depend on the fashion-mnist recipe, which still selected the spec's mechanism when this ran) and
-# the recipe's fashion-mnist sizes (lyap_width 64, boundary_rays 8, traj_points 2)
+# the recipe's fashion-mnist sizes (lyap_width 64, boundary_rays 8, traj_points 2); T, sep_zT_weight
+# and the start-outside keys as they were then, since the recipe has changed them since
 ZUBOV_SET=(--set residual=hinge --set decrease=lyapunov --set alpha=1.0 --set lyap_form=bregman
            --set lyap_quad=0.1 --set field_act=tanh --set field_anchor=0.25 --set field_damping=1.0
            --set lambda_eq=10.0 --set lambda_jac=1.0 --set jac_margin=0.5 --set interior_points=1
            --set interior_flow=true --set outer_shell=hold --set separation_at=z0+zT --set r=5.0
            --set lambda_sep=1.0 --set lyap_width=64 --set boundary_rays=8 --set traj_points=2
-           --set stem_lipschitz=1)
+           --set stem_lipschitz=1 --set T=1 --set sep_zT_weight=1 --set start_level=0 --set start_ceiling=0)
 TRAIN=(--dataset fashion-mnist --epochs 6 --batch-size 128 --lr 2e-3 --seed 0 --no-progress)
 CERT=(--n-samples 500 --radii 0,0.25,0.5,1 --out "$STORE" --no-progress)
 NODE=$CKPT/node-fashion-mnist-s0/model.pt
