@@ -156,6 +156,24 @@ def test_force_retrains_the_named_model_and_replaces_its_records_only(tiny_run, 
     assert {r.id for r in after} <= kept and not kept & ({r.id for r in before} - {r.id for r in after})
 
 
+def test_force_replaces_the_alignment_diagnostics_of_a_retrained_checkpoint(tiny_run, tmp_path):
+    """A retrained Lyapunov model's diagnostics describe the new checkpoint only: the entries of
+    its earlier training go, as its records do, instead of sitting beside the new ones."""
+    from zubov_bench.evaluation.alignment import read_alignment
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], out)
+    before = [e for e in read_alignment(out) if e["method"] == "zubov"]
+    assert before
+    longer = parse_preset("test-tiny", {**TINY, "train": {**TINY["train"], "zubov": {"epochs": 3}}})
+    reproduce(longer, out, models="zubov", force=True, **QUIET)
+    manifest = json.loads((out / "checkpoints" / "manifest.json").read_text())["checkpoints"]
+    zubov_sha = next(e["sha256"] for e in manifest if e["name"] == "zubov-digits-s0")
+    after = [e for e in read_alignment(out) if e["method"] == "zubov"]
+    assert zubov_sha not in {e["checkpoint_sha256"] for e in before}
+    assert len(after) == len(before) and {e["checkpoint_sha256"] for e in after} == {zubov_sha}
+
+
 def test_records_of_a_retrained_checkpoint_or_source_are_stale(tiny_run):
     from zubov_bench.reproduce.evaluation import stale_records
 

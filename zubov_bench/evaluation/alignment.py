@@ -191,6 +191,16 @@ def store_alignment(store, entry: dict, replace: bool = False) -> bool:
         return True
 
 
+def remove_alignment(store, stale) -> int:
+    """Drop the entries for which `stale(entry)` holds, atomically; returns how many went."""
+    with store.locked():
+        entries = read_alignment(store.root)
+        kept = [e for e in entries if not stale(e)]
+        if len(kept) < len(entries):
+            write_text(Path(store.root) / ALIGNMENT_FILE, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
+        return len(entries) - len(kept)
+
+
 def has_alignment(store, sha: str, seed: int, n: int, cfg: AlignmentConfig) -> bool:
     key = (sha, seed, n, json.dumps(dataclasses.asdict(cfg), sort_keys=True))
     return any(_entry_key(e) == key for e in read_alignment(store.root))

@@ -15,6 +15,7 @@ import torch
 from ..data import DATASETS, load_dataset
 from ..errors import UserError
 from ..evaluation import ResultsStore
+from ..evaluation.alignment import remove_alignment
 from ..io import ensure_writable_dir, log_to_stderr
 from ..models import MODELS
 from ..device import resolve_device
@@ -241,12 +242,20 @@ class Reproduction:
 
         Only records from before this invocation can be stale (each run trains at most once in it,
         before anything is evaluated on it), so the store is read once, not once per run."""
-        stale = set(stale_records(self._records_as_found(), run.checkpoint, self.summaries[run.name]["sha256"]))
+        sha = self.summaries[run.name]["sha256"]
+        stale = set(stale_records(self._records_as_found(), run.checkpoint, sha))
         if stale:
             self._earlier_records = [r for r in self._earlier_records if r.id not in stale]
             self.log(f"  {run.name}: {len(stale)} record(s) of an earlier training of it removed from {self.out} "
                      "(of it, or replaying it as a transfer source); the selected models' are recomputed")
             ResultsStore(self.out).remove(stale)
+        # its alignment diagnostics too, which evaluation then measures on the new checkpoint
+        folder = Path(run.checkpoint).parent.name
+        gone = remove_alignment(ResultsStore(self.out), lambda e: Path(e["checkpoint"]).parent.name == folder
+                                and e["checkpoint_sha256"] != sha)
+        if gone:
+            self.log(f"  {run.name}: {gone} alignment entr{'y' if gone == 1 else 'ies'} of an earlier training "
+                     f"of it removed from {self.out}")
 
     def _source_run(self, run: RunPlan) -> RunPlan | None:
         """The transfer source of the same dataset and seed, else of its first seed (a sweep may
