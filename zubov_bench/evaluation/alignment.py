@@ -186,8 +186,7 @@ def store_alignment(store, entry: dict, replace: bool = False) -> bool:
         same = [e for e in entries if _entry_key(e) == _entry_key(entry)]
         if same and not replace:
             return False
-        kept = [e for e in entries if _entry_key(e) != _entry_key(entry)] + [entry]
-        write_text(Path(store.root) / ALIGNMENT_FILE, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
+        _write_alignment(store, [e for e in entries if _entry_key(e) != _entry_key(entry)] + [entry])
         return True
 
 
@@ -197,8 +196,12 @@ def remove_alignment(store, stale) -> int:
         entries = read_alignment(store.root)
         kept = [e for e in entries if not stale(e)]
         if len(kept) < len(entries):
-            write_text(Path(store.root) / ALIGNMENT_FILE, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
+            _write_alignment(store, kept)
         return len(entries) - len(kept)
+
+
+def _write_alignment(store, entries: list[dict]) -> None:
+    write_text(Path(store.root) / ALIGNMENT_FILE, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
 
 
 def has_alignment(store, sha: str, seed: int, n: int, cfg: AlignmentConfig) -> bool:
