@@ -57,21 +57,22 @@ def narrowed_out(plan: EvalPlan, train_seed: int) -> set[str]:
             if ":" not in s and attack_name(s) in PERTURBATIONS}
 
 
+def same_run(path, checkpoint) -> bool:
+    """Whether `path` (a checkpoint a record or an alignment entry names) is this run's checkpoint.
+    A run is known by its folder's name (unique in a store), not by the path, so a moved or
+    copied store is read right."""
+    return bool(path) and Path(path).parent.name == Path(checkpoint).parent.name
+
+
 def stale_records(records, checkpoint, sha256: str) -> list[str]:
     """Ids of the records that no longer describe the checkpoint of this run, now that its sha256
     is `sha256`: its own records computed on an earlier training of it, any model's records
     replaying examples from an earlier training of it (a transfer source), and the worst cases
     built on either. Left in the store they would sit beside the new records as a second
-    measurement of the same run. A run is known by its folder's name (unique in a store), not by
-    the path a record names, so a moved or copied store is read right."""
-    run = Path(checkpoint).parent.name
-
-    def of_run(path) -> bool:
-        return bool(path) and Path(path).parent.name == run
-
+    measurement of the same run."""
     stale = [r.id for r in records
-             if (of_run(r.checkpoint) and r.checkpoint_sha256 != sha256)
-             or (of_run(r.params.get("source")) and r.params.get("source_sha256") != sha256)]
+             if (same_run(r.checkpoint, checkpoint) and r.checkpoint_sha256 != sha256)
+             or (same_run(r.params.get("source"), checkpoint) and r.params.get("source_sha256") != sha256)]
     gone = set(stale)  # a worst case unions its members: one of them gone, it is stale too
     return stale + [r.id for r in records if r.id not in gone and gone & set(r.members)]
 

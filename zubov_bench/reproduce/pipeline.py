@@ -19,7 +19,7 @@ from ..evaluation.alignment import remove_alignment
 from ..io import ensure_writable_dir, log_to_stderr
 from ..models import MODELS
 from ..device import resolve_device
-from .evaluation import pending_calls, run_calls, stale_records, transfer_source, validate_groups
+from .evaluation import pending_calls, run_calls, same_run, stale_records, transfer_source, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
@@ -238,10 +238,12 @@ class Reproduction:
 
     def _drop_stale(self, run: RunPlan) -> None:
         """Records computed on, or replaying, an earlier training of this run go (retrained with
-        --force, or its folder deleted by hand): evaluation recomputes them for the selected models.
+        --force, or its folder deleted by hand), and so do its alignment diagnostics: evaluation
+        recomputes them for the selected models.
 
         Only records from before this invocation can be stale (each run trains at most once in it,
-        before anything is evaluated on it), so the store is read once, not once per run."""
+        before anything is evaluated on it), so the records are read once, not once per run; the
+        alignment file, a line per checkpoint, is read per run under the store's lock."""
         sha = self.summaries[run.name]["sha256"]
         stale = set(stale_records(self._records_as_found(), run.checkpoint, sha))
         if stale:
@@ -249,9 +251,7 @@ class Reproduction:
             self.log(f"  {run.name}: {len(stale)} record(s) of an earlier training of it removed from {self.out} "
                      "(of it, or replaying it as a transfer source); the selected models' are recomputed")
             ResultsStore(self.out).remove(stale)
-        # its alignment diagnostics too, which evaluation then measures on the new checkpoint
-        folder = Path(run.checkpoint).parent.name
-        gone = remove_alignment(ResultsStore(self.out), lambda e: Path(e["checkpoint"]).parent.name == folder
+        gone = remove_alignment(ResultsStore(self.out), lambda e: same_run(e["checkpoint"], run.checkpoint)
                                 and e["checkpoint_sha256"] != sha)
         if gone:
             self.log(f"  {run.name}: {gone} alignment entr{'y' if gone == 1 else 'ies'} of an earlier training "
