@@ -19,7 +19,8 @@ train_eval() {  # model dataset seed n_samples [extra train flags]
 }
 for seed in 0 1 2; do
   train_eval zubov toy2d "$seed" 300 & train_eval node toy2d "$seed" 300; wait
-  train_eval zubov digits "$seed" 450 & train_eval node digits "$seed" 450; wait
+  # the digits recipe trains Zubov-Net 40 epochs (docs/zubov-net.md): node gets the same budget
+  train_eval zubov digits "$seed" 450 & train_eval node digits "$seed" 450 --epochs 40; wait
 done
 train_eval zubov fashion-mnist 0 1000 --config results/zubov-study/aligned-fashion-mnist.yaml
 zubov-bench table --results "$OUT" --alignment --out "$OUT/alignment.md"

@@ -47,7 +47,7 @@ train() {
   # every zubov variant starts from the spec's defaults: the digits preset now trains Zubov-Net
   # adversarially, this study's finding (a later flag wins)
   # and the spec's mechanism, which the digits preset no longer trains (docs/zubov-net.md section 3)
-  [ "$model" = zubov ] && sets="--adv-eps 0 --config results/zubov-study/spec-mechanism.yaml $sets"
+  [ "$model" = zubov ] && sets="--adv-eps 0 --epochs 20 --config results/zubov-study/spec-mechanism.yaml $sets"
   zubov-bench train --model "$model" --dataset digits --seed "$seed" --label "$label" $sets \
     --out "$dir" --force --no-progress
 }

@@ -131,6 +131,11 @@ ZUBOV_ALIGNED = {
     "lambda_jac": 1.0, "jac_margin": 0.5, "interior_points": 1, "interior_flow": True,
     "outer_shell": "hold", "separation_at": "z0+zT", "r": 5.0,
 }
+# Every z(0) outside all PRoAs (V_k >= 4, V_y <= 7), the z(T) hinge weighted 3, and a faster decrease
+# over a longer time, so the flow carries each point from V_y <= 7 to below c - m; it makes V_y fall
+# for every test point, misclassified ones included, and gives up the Lyapunov certificate, which
+# needs z(0) inside a PRoA (docs/zubov-net.md, "Starting outside every PRoA")
+START_OUTSIDE = {"start_level": 4.0, "start_ceiling": 7.0, "alpha": 2.0, "T": 1.5, "sep_zT_weight": 3.0}
 # The spec's reconstruction (docs/zubov-net.md §2) for the same keys: the committed
 # results/fashion-mnist were trained with it, and it stays selectable as an ablation.
 ZUBOV_SPEC = {
@@ -175,8 +180,13 @@ class ZubovNet(ODEModel):
         # digits: PGD adversarial training at L-inf 0.1 was the study's best trade-off (results/zubov-study/
         # README.md, measured with the spec's mechanism); no held outer shell, whose V' >= 0 just outside
         # each PRoA kept test points that start there from flowing in (clean-correct z(T) in the PRoA
-        # 93.9% with it, 95.0% without, seed 0, docs/zubov-net.md)
-        "digits": {"train": {"adv_eps": 0.1}, "model": {"outer_shell": "none"}},
+        # 93.9% with it, 95.0% without, seed 0, docs/zubov-net.md). Every z(0) starts outside all PRoAs,
+        # as on FashionMNIST, for 40 epochs, not the dataset's 20: at 20 the decrease hinge was still
+        # violated at half the PRoA boundary points and 92.7-95.2% of clean-correct z(T) ended in their
+        # PRoA; at 40, three seeds: 96.2-97.5% in the PRoA, V_y falling for 100% of test points, every
+        # e_k stable, 99.8-100% of PRoA points reaching it, clean 98.7-99.1% against node's 97.6-97.8%
+        # at 40 epochs (docs/zubov-net.md)
+        "digits": {"train": {"adv_eps": 0.1, "epochs": 40}, "model": {"outer_shell": "none", **START_OUTSIDE}},
         # fashion-mnist: the aligned mechanism with the lighter sampler the spec-mechanism study chose
         # there (8 rays per class, consistency on z(0) and z(T), Lyapunov width 64) and all three
         # losses; no held outer shell, as on digits: at 4 of 6 epochs (seed 0, 1,000 test images)
@@ -195,8 +205,7 @@ class ZubovNet(ODEModel):
         # e_k stable, at 90.56% full-test accuracy against node's 91.41% (results/zubov-study/
         # start-outside-fashion/ceiling-7-T1.5, docs/zubov-net.md); it gives up the Lyapunov certificate.
         "fashion-mnist": {"model": {"boundary_rays": 8, "traj_points": 2, "lyap_width": 64,
-                                    "outer_shell": "none", "sep_zT_weight": 3.0,
-                                    "start_level": 4.0, "start_ceiling": 7.0, "alpha": 2.0, "T": 1.5}},
+                                    "outer_shell": "none", **START_OUTSIDE}},
     }
 
     def __init__(self, spec: DataSpec, cfg: ZubovConfig):
