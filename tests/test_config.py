@@ -26,22 +26,49 @@ def _plain(value):
     return json.loads(json.dumps(value, default=list))
 
 
-@pytest.mark.parametrize("path", sorted(BEFORE))
-def test_every_committed_run_resolves_as_before(path):
-    before = BEFORE[path]
+def resolve_stored(path: str, model: str) -> tuple[dict, dict | None]:
+    """(model config, training config) that today's code resolves from the config stored at `path`
+    (a checkpoint holds no training config: None)."""
     if path.endswith(".pt"):
-        payload = read_payload(REPO / path)
-        model_cfg, train = payload["config"], None
+        model_cfg, train = read_payload(REPO / path)["config"], None
     else:
         stored = yaml.safe_load((REPO / path).read_text())
         model_cfg, train = stored["model_config"], stored["train"]
-    resolved = _plain(dataclasses.asdict(make_config(MODELS.get(before["model"]).Config, model_cfg)))
+    resolved = _plain(dataclasses.asdict(make_config(MODELS.get(model).Config, model_cfg)))
+    return resolved, None if train is None else _plain(dataclasses.asdict(build_dataclass(TrainConfig, train, "training")))
+
+
+@pytest.mark.parametrize("path", sorted(BEFORE))
+def test_every_committed_run_resolves_as_before(path):
+    before = BEFORE[path]
+    resolved, train = resolve_stored(path, before["model"])
     # keys added to a Config since keep their defaults; the ones that existed must not move
     assert {k: resolved[k] for k in before["model_config"]} == before["model_config"]
     if train is not None:
-        assert _plain(dataclasses.asdict(build_dataclass(TrainConfig, train, "training"))) | \
-            {k: v for k, v in _plain(dataclasses.asdict(TrainConfig())).items() if k not in before["train"]} \
-            == _plain(dataclasses.asdict(TrainConfig())) | before["train"]
+        defaults = _plain(dataclasses.asdict(TrainConfig()))
+        assert train | {k: v for k, v in defaults.items() if k not in before["train"]} == defaults | before["train"]
+
+
+def repin(paths: list[str]) -> None:
+    """Re-pin the runs at `paths` after they were retrained on purpose, printing what moved, so the
+    change to committed_configs.json is one reviewable diff. Any other path keeps its pin."""
+    defaults = _plain(dataclasses.asdict(TrainConfig()))
+    unknown = [p for p in paths if p not in BEFORE]
+    if unknown:
+        raise SystemExit(f"not pinned in committed_configs.json: {', '.join(unknown)}")
+    for path in paths:
+        before = BEFORE[path]
+        resolved, train = resolve_stored(path, before["model"])
+        config_defaults = _plain(dataclasses.asdict(make_config(MODELS.get(before["model"]).Config, {})))
+        pinned = {k: v for k, v in resolved.items() if k in before["model_config"] or v != config_defaults[k]}
+        moved = {k: (before["model_config"].get(k), v) for k, v in pinned.items() if before["model_config"].get(k) != v}
+        before["model_config"] = pinned
+        if train is not None:
+            pinned = {k: v for k, v in train.items() if k in before["train"] or v != defaults[k]}
+            moved |= {f"train.{k}": (before["train"].get(k), v) for k, v in pinned.items() if before["train"].get(k) != v}
+            before["train"] = pinned
+        print(f"{path}: {moved or 'unchanged'}")
+    (REPO / "tests" / "data" / "committed_configs.json").write_text(json.dumps(BEFORE, indent=0, sort_keys=True) + "\n")
 
 
 @pytest.mark.parametrize("value, hint, expected", [
@@ -111,3 +138,9 @@ def test_nested_configs_are_copied_by_name():
             assert getattr(built, f.name) == getattr(flat, nested.flat_name(f.name)), (section, f.name)
     with pytest.raises(AttributeError):
         Nested(nested.cls, "no_such_prefix_").build(zubov())
+
+
+if __name__ == "__main__":  # python tests/test_config.py PATH...: re-pin retrained runs (tests/data/README.md)
+    import sys
+
+    repin(sys.argv[1:])
