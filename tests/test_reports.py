@@ -210,6 +210,14 @@ def test_plots_written_as_png_and_pdf(results_dir, tmp_path):
         assert _is_png(p) if p.suffix == ".png" else p.read_bytes()[:5] == b"%PDF-"
 
 
+def test_the_same_records_give_the_same_figure_bytes(results_dir, tmp_path):
+    """A regenerated store is compared file by file with the committed one (`zubov-bench diff`):
+    a PDF that stamped its creation time would differ on every run."""
+    records = load_records(results_dir)
+    first, second = (plot_results(records, tmp_path / name, eps=0.2) for name in ("a", "b"))
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
 def test_plot_rejects_unknown_eps(results_dir, tmp_path):
     from zubov_bench.errors import UserError
 

@@ -20,6 +20,9 @@ from .paper import split_paper_records
 from .seed_coverage import EVERY_SEED, EVERY_SEED_NAME, narrow_worst_cases
 
 FIGURE_FORMATS = ("png", "pdf")
+# A PDF stamps its creation time by default, so a regenerated store would differ from the committed
+# one in every PDF; without it the same records give the same bytes (`zubov-bench diff`).
+REPRODUCIBLE_METADATA = {"pdf": {"CreationDate": None}}
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
@@ -27,7 +30,7 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     for ext in FIGURE_FORMATS:
         path = Path(out_dir) / f"{stem}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=REPRODUCIBLE_METADATA.get(ext))
         paths.append(path)
     return paths
 
