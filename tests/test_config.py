@@ -45,14 +45,23 @@ def test_every_committed_run_resolves_as_before(path):
     # keys added to a Config since keep their defaults; the ones that existed must not move
     assert {k: resolved[k] for k in before["model_config"]} == before["model_config"]
     if train is not None:
-        defaults = _plain(dataclasses.asdict(TrainConfig()))
+        defaults = _train_defaults()
         assert train | {k: v for k, v in defaults.items() if k not in before["train"]} == defaults | before["train"]
+
+
+def _train_defaults() -> dict:
+    return _plain(dataclasses.asdict(TrainConfig()))
+
+
+def _repinned(resolved: dict, pins: dict, defaults: dict, prefix: str = "") -> tuple[dict, dict]:
+    """(new pins, what moved): the keys pinned before plus every value off its default."""
+    pinned = {k: v for k, v in resolved.items() if k in pins or v != defaults[k]}
+    return pinned, {prefix + k: (pins.get(k), v) for k, v in pinned.items() if pins.get(k) != v}
 
 
 def repin(paths: list[str]) -> None:
     """Re-pin the runs at `paths` after they were retrained on purpose, printing what moved, so the
     change to committed_configs.json is one reviewable diff. Any other path keeps its pin."""
-    defaults = _plain(dataclasses.asdict(TrainConfig()))
     unknown = [p for p in paths if p not in BEFORE]
     if unknown:
         raise SystemExit(f"not pinned in committed_configs.json: {', '.join(unknown)}")
@@ -60,13 +69,10 @@ def repin(paths: list[str]) -> None:
         before = BEFORE[path]
         resolved, train = resolve_stored(path, before["model"])
         config_defaults = _plain(dataclasses.asdict(make_config(MODELS.get(before["model"]).Config, {})))
-        pinned = {k: v for k, v in resolved.items() if k in before["model_config"] or v != config_defaults[k]}
-        moved = {k: (before["model_config"].get(k), v) for k, v in pinned.items() if before["model_config"].get(k) != v}
-        before["model_config"] = pinned
+        before["model_config"], moved = _repinned(resolved, before["model_config"], config_defaults)
         if train is not None:
-            pinned = {k: v for k, v in train.items() if k in before["train"] or v != defaults[k]}
-            moved |= {f"train.{k}": (before["train"].get(k), v) for k, v in pinned.items() if before["train"].get(k) != v}
-            before["train"] = pinned
+            before["train"], train_moved = _repinned(train, before["train"], _train_defaults(), "train.")
+            moved |= train_moved
         print(f"{path}: {moved or 'unchanged'}")
     (REPO / "tests" / "data" / "committed_configs.json").write_text(json.dumps(BEFORE, indent=0, sort_keys=True) + "\n")
 
