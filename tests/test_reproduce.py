@@ -116,6 +116,26 @@ def test_records_lost_from_the_store_are_evaluated_again(tiny_run, tmp_path):
     assert {r.id for r in store.records()} >= set(fgsm)
 
 
+def test_a_run_recorded_without_its_weights_is_announced_and_retrained_to_them(tiny_run, tmp_path):
+    """A store committed without some weights: the plan says which runs train again before any
+    does, and each says whether it came back to the recorded sha256 (training is deterministic)."""
+    out, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    run_dir = copy / "checkpoints" / "zubov-digits-s0"
+    (run_dir / "model.pt").unlink()  # what a clone of a repository that ignores weights finds
+    (run_dir / repro_train.STATE_FILE).unlink(missing_ok=True)
+    before = records_by_cell(copy)
+    lines = []
+    result = reproduce("test-tiny", copy, progress=False, log=lines.append)
+    plan = [line for line in lines if line.startswith("[plan]")]
+    assert plan == ["[plan] 3 run(s): 2 trained earlier, 0 to resume, 1 to train; 1 of these recorded as "
+                    "finished but without their weights, trained again: zubov-digits-s0"]
+    assert lines.index(plan[0]) < min(i for i, line in enumerate(lines) if line.startswith("[train"))
+    assert "  zubov-digits-s0: trained again to the recorded weights" in lines
+    assert result.training["zubov-digits-s0"] == "trained" and records_by_cell(copy) == before
+
+
 def test_force_retrains_the_named_model_and_replaces_its_records_only(tiny_run, tmp_path):
     """The preset's budget for the transfer source changed: --force retrains it, its records and
     the transfer records replaying it are recomputed, nothing of the old checkpoint stays, and the

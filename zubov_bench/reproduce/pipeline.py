@@ -122,6 +122,16 @@ def roa_unit(arg: tuple, log: Callable[[str], None] = log_to_stderr) -> float:
     return write_roa(out, checkpoint, roa, data_root, download)[1].mean_iou
 
 
+def plan_line(runs: list[RunPlan], states: dict[str, str]) -> str:
+    """What training this invocation faces, said before any of it starts: a run whose folder records
+    a finished training but lacks its weights (a store committed without them) is trained again."""
+    counts = {state: sum(s == state for s in states.values()) for state in ("done", "resume", "fresh")}
+    lost = [run.name for run in runs if states[run.name] != "done" and finished_once(run)]
+    return (f"[plan] {len(runs)} run(s): {counts['done']} trained earlier, {counts['resume']} to resume, "
+            f"{counts['fresh']} to train" + (f"; {len(lost)} of these recorded as finished but without their "
+                                             f"weights, trained again: {', '.join(lost)}" if lost else ""))
+
+
 # Among ready tasks: the transfer source first (every other evaluation waits for it), then the
 # other training runs, then evaluations (slowest model first), then the RoA runs and figures.
 PRIORITY_SOURCE, PRIORITY_TRAIN, PRIORITY_EVAL, PRIORITY_ROA = 3e6, 2e6, 1e6, 0.0
@@ -209,9 +219,11 @@ class Reproduction:
         """Training tasks; finished runs are read here at once (which also checks every folder)."""
         source = transfer_source(self.preset.eval)
         train = partial(train_unit, common=self._common)
+        states = {run.name: run_state(run) for run in self.runs + self.roa_runs}
+        self.log(plan_line(self.runs + self.roa_runs, states))
         tasks = []
         for run in self.runs + self.roa_runs:
-            if run_state(run) == "done":
+            if states[run.name] == "done":
                 tasks += self._trained(run, ensure_trained(run, log=self.log, **self._common))
             else:
                 priority = PRIORITY_ROA if run in self.roa_runs else \

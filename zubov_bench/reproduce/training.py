@@ -116,11 +116,21 @@ def ensure_trained(plan: RunPlan, *, data_root=None, download=False, device="aut
     if state == "done":
         return "skipped", read_summary(plan)
     common = dict(data_root=data_root, download=download, device=device, progress=progress)
+    recorded = read_summary(plan)["sha256"] if finished_once(plan) else None
+    if recorded:  # e.g. a committed store that keeps a run's summary but not its weights
+        log(f"  {plan.name}: its folder records a finished training (sha256 {recorded[:12]}) but not its "
+            "weights: training it again")
     if state == "resume":
         log(f"  resuming {plan.run_dir} from its last checkpoint")
-        return "resumed", resume_run(plan.run_dir, **common)
-    write_json(plan.run_dir / PLAN_FILE, _plain(plan.resolved))
-    return "trained", train_run(plan.resolved, plan.run_dir, force=True, **common)
+        what, summary = "resumed", resume_run(plan.run_dir, **common)
+    else:
+        write_json(plan.run_dir / PLAN_FILE, _plain(plan.resolved))
+        what, summary = "trained", train_run(plan.resolved, plan.run_dir, force=True, **common)
+    if recorded:
+        log(f"  {plan.name}: " + ("trained again to the recorded weights" if summary["sha256"] == recorded else
+                                  f"the new weights differ from the recorded ones ({recorded[:12]} -> "
+                                  f"{summary['sha256'][:12]}); the records of the earlier training are replaced"))
+    return what, summary
 
 
 def finished_once(plan: RunPlan) -> bool:
