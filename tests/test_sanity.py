@@ -70,6 +70,25 @@ def test_worst_case_collects_member_failures():
     assert not result[wc.id]["whitebox_vs_blackbox"]["ok"]
 
 
+def test_a_margin_loss_attack_reaches_a_saturated_softmax_and_passes_grad_nonzero():
+    ce, dlr = rec("pgd", 0.1, 0.3), rec("pgd", 0.1, 0.2, loss="dlr")
+    aa = rec("autoattack", 0.1, 0.2)  # standard: APGD-T and FAB-T follow logit margins
+    aa_ce = rec("autoattack", 0.1, 0.25, version="custom", attacks=["apgd-ce"])
+    wc = rec("worst-case", 0.1, 0.2, grad_solver="all")
+    wc.members = [ce.id, dlr.id]
+    records = [ce, dlr, aa, aa_ce, wc]
+    saturated = run_checks(records, grad_stats={"deployed": GradStats(0.8, 200, 0.01, saturated=0.2)})
+    assert [saturated[r.id]["grad_nonzero"]["ok"] for r in records] == [False, True, True, False, True]
+    assert "100.0% reached" in saturated[dlr.id]["grad_nonzero"]["detail"]
+    assert saturated[wc.id]["grad_nonzero"]["detail"].startswith("pgd linf 0.1 [deployed] (margin loss): ")
+    # a blocked gradient (no margin gradient either) fails every member, and so the worst case
+    blocked = run_checks(records, grad_stats={"deployed": GradStats(0.8, 200, 0.01)})
+    assert not any(blocked[r.id]["grad_nonzero"]["ok"] for r in records)
+    # a margin loss covers only the saturated samples, not the blocked ones beside them
+    partly = run_checks(records, grad_stats={"deployed": GradStats(0.8, 200, 0.01, saturated=0.1)})
+    assert not partly[dlr.id]["grad_nonzero"]["ok"]
+
+
 # --- a deliberately masked model ------------------------------------------------------------
 @dataclass
 class MaskedConfig:

@@ -44,6 +44,8 @@ VERSION_ATTACKS = {
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
+# The members whose loss is a logit margin (DLR, FAB's logit differences), not cross-entropy
+MARGIN_LOSS_ATTACKS = ("apgd-dlr", "apgd-t", "fab", "fab-t")
 MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 3}
 LIBRARY_LOGGER = "auto-attack"
 # A phrase of each warning pyautoattack's checks.py logs -> the flag name stored in records
@@ -92,6 +94,9 @@ class AutoAttack(Attack):
     def attacks_to_run(self) -> tuple[str, ...]:
         p = self.params
         return p.attacks if p.version == "custom" else VERSION_ATTACKS[p.version]
+
+    def uses_margin_loss(self):
+        return any(name in MARGIN_LOSS_ATTACKS for name in self.attacks_to_run())
 
     def applies_to(self, model):
         spec = find_attribute(model, "spec")

@@ -119,6 +119,12 @@ class Perturbation:
             return tuple(spec.eps_l2)
         return self.noise_grid
 
+    def uses_margin_loss(self) -> bool:
+        """Whether the attack, with these parameters, follows a logit-margin loss (DLR, FAB's logit
+        differences). Where the softmax is saturated the cross-entropy gradient rounds to exactly 0
+        but a margin's does not, so sanity check 5 counts those samples as reached by such an attack."""
+        return False
+
     def applies_to(self, model: nn.Module) -> bool:
         """Whether to run on this model; `eval` skips the others (with a note when named)."""
         if self.needs_images:

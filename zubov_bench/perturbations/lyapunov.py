@@ -56,6 +56,9 @@ class LyapunovAttack(Attack):
         require(p.steps >= 1, f"lyapunov: steps must be >= 1, got {p.steps}")
         require(p.restarts >= 1, f"lyapunov: restarts must be >= 1, got {p.restarts}")
 
+    def uses_margin_loss(self):
+        return "dlr" in self.params.losses
+
     def applies_to(self, model):
         """Models that declare Lyapunov structure (models.protocols.LyapunovModel; registration
         guarantees its members, so no such model is skipped)."""

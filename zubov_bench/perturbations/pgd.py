@@ -44,6 +44,9 @@ class PGD(Attack):
     def validate(self):
         validate_pgd(self.params, self.name)
 
+    def uses_margin_loss(self):
+        return self.params.loss == "dlr"
+
     def attack(self, model, x, y, eps, generator):
         return run_pgd(model, model, x, y, eps, self.params, generator)
 
