@@ -238,6 +238,33 @@ def test_cli_eval_prints_summary(node_ckpt, tmp_path):
     assert (tmp_path / "o" / "records.jsonl").is_file() and (tmp_path / "o" / "records.csv").is_file()
 
 
+def test_recheck_recomputes_the_stored_checks_without_attacking(node_ckpt, tmp_path):
+    out = tmp_path / "o"
+    evaluate([node_ckpt], attacks=["fgsm", "pgd:steps=5"], eps="0.1", out=out, **SMALL)
+    store = ResultsStore(out)
+    computed = {r.id: r.sanity for r in store.records()}
+    assert any(computed.values())
+    stale = {i: {"grad_nonzero": {"ok": False, "detail": "from older checks"}} for i in computed}
+    store.update_sanity(stale)
+    outcomes = sorted(p.name for p in (out / "outcomes").rglob("*"))
+    sizes = {k: v for k, v in SMALL.items() if k != "progress"}
+    result = CliRunner().invoke(main, ["eval", "-c", node_ckpt, "--recheck", "--out", str(out), "--n-samples",
+                                       "60", "--batch-size", "20", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert {r.id: r.sanity for r in ResultsStore(out).records()} == computed  # the checks, not the stale text
+    assert sorted(p.name for p in (out / "outcomes").rglob("*")) == outcomes  # nothing attacked again
+    assert [r.id for r in runner.recheck([node_ckpt], out=out, **sizes)] and "worst-case" in result.output
+
+
+def test_recheck_refuses_a_store_without_the_checkpoint_and_attack_options(node_ckpt, tmp_path):
+    for args, message in ((["--out", str(tmp_path / "empty")], "holds no records"),
+                          (["--out", str(tmp_path / "o"), "-a", "fgsm", "--force"], "drop --attack, --force")):
+        result = CliRunner().invoke(main, ["eval", "-c", node_ckpt, "--recheck", *args])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "o").exists()
+
+
 BAD_INPUTS = [
     (["--eps", "-0.1"], "finite and > 0"),
     (["--eps", "nan"], "finite and > 0"),

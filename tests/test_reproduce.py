@@ -116,6 +116,28 @@ def test_records_lost_from_the_store_are_evaluated_again(tiny_run, tmp_path):
     assert {r.id for r in store.records()} >= set(fgsm)
 
 
+def test_recheck_recomputes_the_sanity_checks_of_finished_runs_and_says_so(tiny_run, tmp_path, monkeypatch):
+    """After the checks changed: every finished run's sanity is recomputed from its records,
+    nothing is attacked, and the README names the commit that rechecked."""
+    out, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    store = ResultsStore(copy)
+    computed = {r.id: r.sanity for r in store.records()}
+    store.update_sanity({i: {"robust_le_clean": {"ok": False, "detail": "older checks"}} for i in computed})
+    monkeypatch.setattr(repro_eval, "evaluate", lambda *a, **k: pytest.fail("a recheck attacks nothing"))
+    lines = []
+    result = reproduce("test-tiny", copy, progress=False, log=lines.append, recheck=True)
+    assert {r.id: r.sanity for r in store.records()} == computed and result.groups_evaluated == 0
+    assert sorted(line for line in lines if line.startswith("[recheck]")) == [
+        "[recheck] node-digits-s0: worst cases and sanity checks recomputed",
+        "[recheck] zubov-digits-s0: worst cases and sanity checks recomputed"]
+    readme = result.readme.read_text()
+    assert f"--out {copy} --recheck`" in readme and "**Sanity checks recomputed** (`--recheck`" in readme
+    assert set(json.loads((copy / "reproduce.json").read_text())["rechecked"]) == {"node-digits-s0",
+                                                                                 "zubov-digits-s0"}
+
+
 def test_a_run_recorded_without_its_weights_is_announced_and_retrained_to_them(tiny_run, tmp_path):
     """A store committed without some weights: the plan says which runs train again before any
     does, and each says whether it came back to the recorded sha256 (training is deterministic)."""

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
+from ..errors import UserError
 from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREADS, apply_cuda_graphs,
                       apply_threads, option_value)
-
 
 
 @click.command("eval")
@@ -29,6 +29,10 @@ from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREAD
 @click.option("--jobs", "-j", metavar="N",
               help="Worker processes, each evaluating shard i/N with its share of the threads; the "
                    "records are those of one process.  [default: 1]")
+@click.option("--recheck", is_flag=True,
+              help="Attack nothing: recompute the worst cases and sanity checks of the records --out already "
+                   "holds for these checkpoints (after the checks changed). Give the evaluation's --n-samples, "
+                   "--batch-size, --seed and --grad-solver.")
 @click.option("--transfer-from", metavar="PATH",
               help="Source checkpoint for attacks that replay examples crafted on another model (transfer).")
 @DEVICE
@@ -38,22 +42,30 @@ from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREAD
 @DOWNLOAD
 @PROGRESS
 def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver, out, force, shard, jobs,
-            transfer_from, device, threads, cuda_graphs, data_root, download, progress):
+            recheck, transfer_from, device, threads, cuda_graphs, data_root, download, progress):
     """Attack checkpoints with every registered perturbation; store records, outcomes and sanity checks."""
     from ..evaluation import evaluate
+    from ..evaluation import recheck as recheck_records
     from ..evaluation.runner import DEFAULT_BATCH_SIZE
     from ..evaluation.summary import format_summary
 
     apply_threads(threads)  # --jobs workers share these threads
     apply_cuda_graphs(cuda_graphs, device)
-
-    records = evaluate(
-        list(checkpoints), attacks=list(attacks) or "all", eps=eps,
-        n_samples=option_value(n_samples, "--n-samples", 500),
-        batch_size=option_value(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
-        seed=option_value(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out, force=force,
-        shard=shard, transfer_from=transfer_from, data_root=data_root, download=download, progress=progress,
-        log=lambda message: click.echo(message, err=True), jobs=option_value(jobs, "--jobs", 1))
+    sizes = dict(n_samples=option_value(n_samples, "--n-samples", 500),
+                 batch_size=option_value(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
+                 seed=option_value(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out,
+                 data_root=data_root, download=download, log=lambda message: click.echo(message, err=True))
+    if recheck:
+        attacking = [name for name, value in (("--attack", attacks), ("--eps", eps), ("--force", force),
+                                              ("--shard", shard), ("--jobs", jobs),
+                                              ("--transfer-from", transfer_from)) if value]
+        if attacking:
+            raise UserError(f"--recheck attacks nothing; drop {', '.join(attacking)}")
+        records = recheck_records(list(checkpoints), **sizes)
+    else:
+        records = evaluate(list(checkpoints), attacks=list(attacks) or "all", eps=eps, force=force, shard=shard,
+                           transfer_from=transfer_from, progress=progress,
+                           jobs=option_value(jobs, "--jobs", 1), **sizes)
     click.echo(format_summary(records))
     click.echo(f"\nrecords: {out}/records.jsonl (+ records.csv, outcomes/)")
     from pathlib import Path

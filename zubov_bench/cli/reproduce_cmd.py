@@ -22,12 +22,14 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
                    "quick uses 2).")
 @click.option("--force", is_flag=True, help="Retrain the selected models (--models, else all of the preset's) "
               "from scratch and recompute their records; the other models' work is kept.")
+@click.option("--recheck", is_flag=True, help="Also recompute the worst cases and sanity checks of the selected "
+              "models' finished runs from their stored records, attacking nothing (after the checks changed).")
 @click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
-def command(preset, out, models, threads, jobs, force, list_presets, device, data_root, download, progress):
+def command(preset, out, models, threads, jobs, force, recheck, list_presets, device, data_root, download, progress):
     """Train every model, evaluate the perturbation grid, write tables, figures and a README.
 
     Run it again to resume: finished training runs and records are skipped, interrupted ones
@@ -42,6 +44,6 @@ def command(preset, out, models, threads, jobs, force, list_presets, device, dat
     if not preset:
         raise UserError("no preset given: pass --preset NAME (see `zubov-bench reproduce --list`)")
     result = reproduce(preset, out, models=models, device=device, data_root=data_root, download=download,
-                       progress=progress, threads=threads, jobs=jobs, force=force, log=lambda message: click.echo(message, err=True))
+                       progress=progress, threads=threads, jobs=jobs, force=force, recheck=recheck, log=lambda message: click.echo(message, err=True))
     click.echo(f"{result.out}: {len(result.tables)} tables, {len(result.figures)} figure files, "
                f"README {result.readme} ({result.wall_seconds:.0f} s)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "evaluate": "runner", "ResultsStore": "store", "GradientView": "solver_view", "GradSolver": "solver_view",
+    "evaluate": "runner", "recheck": "runner", "ResultsStore": "store", "GradientView": "solver_view", "GradSolver": "solver_view",
     "parse_grad_solvers": "solver_view", "run_checks": "sanity", "WORST_CASE": "worst_case",
 }
 __all__ = sorted(_EXPORTS)

@@ -94,6 +94,33 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
 
+def recheck(checkpoints, n_samples: int = 500, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
+            device: str = "auto", grad_solver=None, out="results/eval", data_root=None, download: bool = False,
+            log: Callable[[str], None] = log_to_stderr) -> list[Record]:
+    """Recompute the worst cases and sanity checks of the records `out` already holds for these
+    checkpoints and evaluation seed, attacking nothing: what a store needs after the checks changed.
+    `n_samples`, `batch_size` and `grad_solver` should be those of the evaluation (the gradient
+    statistics and the unroll choice are measured on its first examples). Returns the records."""
+    paths = resolve_checkpoints(checkpoints)
+    validate_sizes(n_samples, batch_size, seed)
+    views = parse_grad_solvers(grad_solver) if isinstance(grad_solver, (str, type(None))) else list(grad_solver)
+    dev = resolve_device(device)
+    check_writable_target(out)
+    store = ResultsStore(out)
+    stored = {(r.checkpoint_sha256, r.seed) for r in store.records()}
+    shas = {read_payload(path).get("sha256") for path in paths}
+    for path in paths:  # every checkpoint has records before any is rewritten
+        if (read_payload(path).get("sha256"), seed) not in stored:
+            raise UserError(f"{out} holds no records of {path} with evaluation seed {seed}; nothing to recheck")
+    with deterministic_algorithms(True, dev):
+        for path in paths:
+            ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
+            resolve_views(ctx, views)
+            finalize(ctx, store, seed)
+            log(f"{path}: worst cases and sanity checks recomputed in {out}")
+    return [r for r in store.records() if r.checkpoint_sha256 in shas and r.seed == seed]
+
+
 def record_alignment(ctx: CheckpointContext, seed: int, store: ResultsStore, force: bool, log,
                      cfg: AlignmentConfig = AlignmentConfig()) -> None:
     """Store whether the model's Lyapunov functions are Lyapunov functions of its flow, on the

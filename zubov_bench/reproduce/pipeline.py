@@ -19,7 +19,7 @@ from ..evaluation.alignment import remove_alignment
 from ..io import ensure_writable_dir, log_to_stderr
 from ..models import MODELS
 from ..device import resolve_device
-from .evaluation import pending_calls, run_calls, same_run, stale_records, transfer_source, validate_groups
+from .evaluation import pending_calls, recheck_call, run_calls, same_run, stale_records, transfer_source, validate_groups
 from .outputs import roa_files, write_figures, write_roa, write_tables
 from .parallel import Scheduler, Task
 from .preset import Preset, load_preset
@@ -63,7 +63,7 @@ def resolve_models(preset: Preset, models) -> list[str]:
 
 
 def equivalent_command(preset: str, out: Path, models, device: str, data_root, download: bool,
-                       threads: int | None, jobs: int | None, sweep: bool = False) -> str:
+                       threads: int | None, jobs: int | None, sweep: bool = False, recheck: bool = False) -> str:
     argv = ["zubov-bench", "sweep", preset] if sweep else ["zubov-bench", "reproduce", "--preset", preset]
     argv += ["--out", str(out)]
     if jobs:
@@ -78,6 +78,8 @@ def equivalent_command(preset: str, out: Path, models, device: str, data_root, d
         argv += ["--data-root", str(data_root)]
     if download:
         argv.append("--download")
+    if recheck:
+        argv.append("--recheck")
     return shlex.join(argv)
 
 
@@ -142,8 +144,9 @@ class Reproduction:
 
     def __init__(self, preset: Preset, out: Path, names: list[str], command: str, *, device: str,
                  data_root, download: bool, progress: bool, log: Callable[[str], None], jobs: int = 1,
-                 force: bool = False):
+                 force: bool = False, recheck: bool = False):
         self.preset, self.out, self.names, self.log = preset, out, names, log
+        self.recheck = recheck
         self.device, self.data_root, self.download, self.progress = device, data_root, download, progress
         self.scheduler = Scheduler(jobs, torch.get_num_threads(), log)
         self.ckpt_root = out / CHECKPOINTS
@@ -232,7 +235,8 @@ class Reproduction:
         return tasks
 
     def on_done(self, task: Task, result) -> list[Task]:
-        handler = {"train": self._trained, "eval": self._evaluated, "roa": self._drawn}[task.name.partition(":")[0]]
+        handler = {"train": self._trained, "eval": self._evaluated, "recheck": self._rechecked,
+                   "roa": self._drawn}[task.name.partition(":")[0]]
         new = handler(task.arg, result)
         self.state.save()
         return new
@@ -294,11 +298,29 @@ class Reproduction:
             source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
             calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
                                   self.out, self.state, stored, self.preset.certify, **self._common)
-            if calls:
+            if calls:  # evaluate() ends with the worst cases and sanity checks: a recheck comes with it
                 tasks.append(Task(f"eval:{run.name}", run_calls, calls, PRIORITY_EVAL + self._cost(run)))
+            elif self.recheck and self.summaries[run.name]["sha256"] in self._stored_checkpoints():
+                tasks.append(Task(f"recheck:{run.name}", recheck_call, (run.name, self._recheck_kwargs(run)),
+                                  PRIORITY_EVAL + self._cost(run)))
             else:
                 self.log(f"[eval] {run.name}: finished earlier, skipped")
         return tasks
+
+    def _stored_checkpoints(self) -> set[str]:
+        return {r.checkpoint_sha256 for r in ResultsStore(self.out).records()}
+
+    def _recheck_kwargs(self, run: RunPlan) -> dict:
+        plan = self.preset.eval
+        return dict(checkpoints=[str(run.checkpoint)], n_samples=plan.n_samples, batch_size=plan.batch_size,
+                    seed=plan.seed, grad_solver=plan.grad_solver, out=str(self.out), device=self.device,
+                    data_root=self.data_root, download=self.download)
+
+    def _rechecked(self, arg: tuple, result: tuple[str, str]) -> list[Task]:
+        run_name, sha256 = result
+        self.state.mark_rechecked(run_name, sha256)
+        self.log(f"[recheck] {run_name}: worst cases and sanity checks recomputed")
+        return []
 
     def _evaluated(self, calls, results) -> list[Task]:
         for key, ids in results:
@@ -366,10 +388,11 @@ class Reproduction:
 def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=None, device: str = "auto",
               data_root=None, download: bool = False, progress: bool = True, threads: int | None = None,
               jobs: int | None = None, log: Callable[[str], None] = log_to_stderr,
-              force: bool = False) -> ReproduceResult:
+              force: bool = False, recheck: bool = False) -> ReproduceResult:
     """Run (or resume) a preset into `out` (default results/<preset>); see docs/reproduce.md.
     `force` retrains the selected models (all of the preset's, unless `models` narrows them) and
-    recomputes their records."""
+    recomputes their records; `recheck` recomputes the worst cases and sanity checks of the selected
+    models' finished records without attacking again."""
     preset_arg = preset if isinstance(preset, str) else preset.name
     preset = load_preset(preset) if isinstance(preset, str) else preset
     out = Path(out) if out is not None else default_out(preset)
@@ -385,12 +408,12 @@ def reproduce(preset: str | Preset, out: str | Path | None = None, *, models=Non
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
     command = equivalent_command(preset_arg, out, models, device, data_root, download, threads, jobs,
-                                 sweep=bool(preset.variants))
+                                 sweep=bool(preset.variants), recheck=recheck)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or preset.threads or previous)
     try:
         return Reproduction(preset, out, names, command, device=device, data_root=data_root,
                             download=download, progress=progress, log=log, jobs=jobs or preset.jobs,
-                            force=force).run()
+                            force=force, recheck=recheck).run()
     finally:
         torch.set_num_threads(previous)

@@ -161,6 +161,7 @@ def provenance(out: Path, state) -> list[str]:
         trained.append(commit + DIRTY if commit and recorded.get("git_dirty") else commit)
         processors.append(recorded.get("cpu"))
     evaluated = [entry.get("commit") for entry in state.data.get("evaluated", {}).values()]
+    rechecked = [entry.get("commit") for entry in state.data.get("rechecked", {}).values()]
     lines = []
     if trained:
         lines.append(f"* **Training commits** (checkpoints' `env.json`, runs per commit): {_commit_counts(trained)}")
@@ -176,6 +177,10 @@ def provenance(out: Path, state) -> list[str]:
             lines.append("  (\"not recorded\": finished by an invocation from before reproduce recorded commits"
                          + (f"; commits of the invocations that recorded one: {', '.join(earlier)}" if earlier else "")
                          + ")")
+    if rechecked:
+        lines.append("* **Sanity checks recomputed** (`--recheck`, `reproduce.json`, runs per commit): "
+                     f"{_commit_counts(rechecked)}; the worst cases and sanity checks of those runs' records "
+                     "are this code's, their numbers the evaluation commits'")
     return lines
 
 

@@ -76,6 +76,11 @@ class RunState:
         self.data["evaluated"][key] = {"run": run, "records": record_ids, "commit": self.current.get("commit")}
         self.save()
 
+    def mark_rechecked(self, run: str, sha256: str) -> None:
+        """`--recheck` recomputed the worst cases and sanity checks of this run's records."""
+        self.data.setdefault("rechecked", {})[run] = {"sha256": sha256, "commit": self.current.get("commit")}
+        self.save()
+
     def set_provenance(self, commit: str | None, dirty: bool, machine: str) -> None:
         """The code and the processor of this invocation (a store resumed elsewhere names both)."""
         self.current.update(commit=commit, dirty=dirty, machine=machine)
