@@ -80,7 +80,7 @@ def test_a_margin_loss_attack_reaches_a_saturated_softmax_and_passes_grad_nonzer
     saturated = run_checks(records, grad_stats={"deployed": GradStats(0.8, 200, 0.01, saturated=0.2)})
     assert [saturated[r.id]["grad_nonzero"]["ok"] for r in records] == [False, True, True, False, True]
     assert "100.0% reached" in saturated[dlr.id]["grad_nonzero"]["detail"]
-    assert saturated[wc.id]["grad_nonzero"]["detail"].startswith("pgd linf 0.1 [deployed] (margin loss): ")
+    assert saturated[wc.id]["grad_nonzero"]["detail"].startswith("pgd (margin loss): [deployed] ")
     # a blocked gradient (no margin gradient either) fails every member, and so the worst case
     blocked = run_checks(records, grad_stats={"deployed": GradStats(0.8, 200, 0.01)})
     assert not any(blocked[r.id]["grad_nonzero"]["ok"] for r in records)

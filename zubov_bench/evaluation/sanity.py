@@ -276,7 +276,7 @@ def _collect_into_worst_case(report, group):
         for check, results in any_member.items():
             member, value = next(((m, v) for m, v in results if v["ok"]), results[0])
             loss = " (margin loss)" if uses_margin_loss(member) else ""
-            report.put(wc, check, value["ok"], f"{label(member)}{loss}: {value['detail']}")
+            report.put(wc, check, value["ok"], f"{member.perturbation}{loss}: {value['detail']}")
 
 
 def failures(records: list[Record]) -> list[tuple[str, str]]:
