@@ -20,6 +20,9 @@ CUDA_GRAPHS = click.option("--cuda-graphs", is_flag=True,
                                 "nothing (one note).")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Show a progress bar.")
+RECHECK = click.option("--recheck", is_flag=True,
+                       help="Also recompute the worst cases and sanity checks of the selected models' finished "
+                            "runs from their stored records, attacking nothing (after the checks changed).")
 
 
 def split_names(values) -> tuple[str, ...]:

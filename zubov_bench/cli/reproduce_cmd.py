@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UserError
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, RECHECK
 
 
 @click.command("reproduce")
@@ -22,8 +22,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
                    "quick uses 2).")
 @click.option("--force", is_flag=True, help="Retrain the selected models (--models, else all of the preset's) "
               "from scratch and recompute their records; the other models' work is kept.")
-@click.option("--recheck", is_flag=True, help="Also recompute the worst cases and sanity checks of the selected "
-              "models' finished runs from their stored records, attacking nothing (after the checks changed).")
+@RECHECK
 @click.option("--list", "list_presets", is_flag=True, help="List the presets and exit.")
 @DEVICE
 @DATA_ROOT

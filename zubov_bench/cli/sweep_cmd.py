@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
+from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, RECHECK
 
 
 @click.command("sweep")
@@ -16,11 +16,12 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS
 @click.option("--threads", type=int, metavar="N", help="torch CPU threads (default: the study's).")
 @click.option("--jobs", "-j", type=int, metavar="N",
               help="Worker processes for training runs and checkpoint evaluations (default: the study's).")
+@RECHECK
 @DEVICE
 @DATA_ROOT
 @DOWNLOAD
 @PROGRESS
-def command(study, out, only, threads, jobs, device, data_root, download, progress):
+def command(study, out, only, threads, jobs, recheck, device, data_root, download, progress):
     """Train every variant of STUDY.yaml, attack all of them with one protocol, write tables and figures.
 
     A study file is a reproduce preset whose `variants` map labels to a model and its overrides,
@@ -37,6 +38,6 @@ def command(study, out, only, threads, jobs, device, data_root, download, progre
         raise UserError(f"{study} has no variants; a study without them is a preset: "
                         f"zubov-bench reproduce --preset {study}")
     result = reproduce(study, out, models=only, device=device, data_root=data_root, download=download,
-                       progress=progress, threads=threads, jobs=jobs, log=lambda message: click.echo(message, err=True))
+                       progress=progress, threads=threads, jobs=jobs, recheck=recheck, log=lambda message: click.echo(message, err=True))
     click.echo(f"{result.out}: {len(preset.variants)} variants, {len(result.tables)} tables, "
                f"{len(result.figures)} figure files, README {result.readme} ({result.wall_seconds:.0f} s)")
