@@ -248,8 +248,7 @@ def test_recheck_recomputes_the_stored_checks_without_attacking(node_ckpt, tmp_p
     store.update_sanity(stale)
     outcomes = sorted(p.name for p in (out / "outcomes").rglob("*"))
     sizes = {k: v for k, v in SMALL.items() if k != "progress"}
-    result = CliRunner().invoke(main, ["eval", "-c", node_ckpt, "--recheck", "--out", str(out), "--n-samples",
-                                       "60", "--batch-size", "20", "--no-progress"])
+    result = CliRunner().invoke(main, ["eval", "-c", node_ckpt, "--recheck", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert {r.id: r.sanity for r in ResultsStore(out).records()} == computed  # the checks, not the stale text
     assert sorted(p.name for p in (out / "outcomes").rglob("*")) == outcomes  # nothing attacked again

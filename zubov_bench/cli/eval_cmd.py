@@ -31,8 +31,8 @@ from .options import (CUDA_GRAPHS, DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, THREAD
                    "records are those of one process.  [default: 1]")
 @click.option("--recheck", is_flag=True,
               help="Attack nothing: recompute the worst cases and sanity checks of the records --out already "
-                   "holds for these checkpoints (after the checks changed). Give the evaluation's --n-samples, "
-                   "--batch-size, --seed and --grad-solver.")
+                   "holds for these checkpoints (after the checks changed). --n-samples and --batch-size "
+                   "default to the records'; give the evaluation's --seed and --grad-solver.")
 @click.option("--transfer-from", metavar="PATH",
               help="Source checkpoint for attacks that replay examples crafted on another model (transfer).")
 @DEVICE
@@ -61,6 +61,8 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
                                               ("--transfer-from", transfer_from)) if value]
         if attacking:
             raise UserError(f"--recheck attacks nothing; drop {', '.join(attacking)}")
+        sizes.update(n_samples=option_value(n_samples, "--n-samples", None),  # None: the records'
+                     batch_size=option_value(batch_size, "--batch-size", None))
         records = recheck_records(list(checkpoints), **sizes)
     else:
         records = evaluate(list(checkpoints), attacks=list(attacks) or "all", eps=eps, force=force, shard=shard,

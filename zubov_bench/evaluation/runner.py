@@ -94,31 +94,35 @@ def evaluate(checkpoints, attacks="all", eps=None, n_samples: int = 500, batch_s
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
 
-def recheck(checkpoints, n_samples: int = 500, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
+def recheck(checkpoints, n_samples: int | None = None, batch_size: int | None = None, seed: int = 0,
             device: str = "auto", grad_solver=None, out="results/eval", data_root=None, download: bool = False,
             log: Callable[[str], None] = log_to_stderr) -> list[Record]:
     """Recompute the worst cases and sanity checks of the records `out` already holds for these
     checkpoints and evaluation seed, attacking nothing: what a store needs after the checks changed.
-    `n_samples`, `batch_size` and `grad_solver` should be those of the evaluation (the gradient
-    statistics and the unroll choice are measured on its first examples). Returns the records."""
+    The gradient statistics and the unroll choice are measured again on the evaluation's first
+    examples: `n_samples` and `batch_size` default to the largest the checkpoint's records name, and
+    `grad_solver` should be the evaluation's. Returns the records."""
     paths = resolve_checkpoints(checkpoints)
-    validate_sizes(n_samples, batch_size, seed)
+    validate_sizes(n_samples or 1, batch_size or 1, seed)
     views = parse_grad_solvers(grad_solver) if isinstance(grad_solver, (str, type(None))) else list(grad_solver)
     dev = resolve_device(device)
     check_writable_target(out)
     store = ResultsStore(out)
-    stored = {(r.checkpoint_sha256, r.seed) for r in store.records()}
-    shas = {read_payload(path).get("sha256") for path in paths}
-    for path in paths:  # every checkpoint has records before any is rewritten
-        if (read_payload(path).get("sha256"), seed) not in stored:
+    shas = {path: read_payload(path).get("sha256") for path in paths}
+    mine = {path: [r for r in store.records() if (r.checkpoint_sha256, r.seed) == (sha, seed)]
+            for path, sha in shas.items()}
+    for path, records in mine.items():  # every checkpoint has records before any is rewritten
+        if not records:
             raise UserError(f"{out} holds no records of {path} with evaluation seed {seed}; nothing to recheck")
     with deterministic_algorithms(True, dev):
-        for path in paths:
-            ctx = load_context(path, n_samples, batch_size, dev, data_root, download)
+        for path, records in mine.items():
+            batches = [r.params["batch_size"] for r in records if "batch_size" in r.params] or [DEFAULT_BATCH_SIZE]
+            ctx = load_context(path, n_samples or max(r.params.get("n_samples", r.n) for r in records),
+                               batch_size or max(batches), dev, data_root, download)
             resolve_views(ctx, views)
             finalize(ctx, store, seed)
             log(f"{path}: worst cases and sanity checks recomputed in {out}")
-    return [r for r in store.records() if r.checkpoint_sha256 in shas and r.seed == seed]
+    return [r for r in store.records() if r.checkpoint_sha256 in shas.values() and r.seed == seed]
 
 
 def record_alignment(ctx: CheckpointContext, seed: int, store: ResultsStore, force: bool, log,
