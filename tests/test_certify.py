@@ -116,6 +116,26 @@ def test_certify_cli_writes_records_beside_eval(noisy_ckpt, digits, tmp_path):
     assert "certified" in table.output.lower()
 
 
+def test_certificates_get_the_record_checks_and_attacks_keep_their_gradient_checks(noisy_ckpt, tmp_path):
+    """A certificate added to an evaluated store is checked as `eval` checks its records (ε monotone;
+    smoothing certifies the smoothed classifier, so not robust <= clean), and the attack records keep
+    check 5, which needs the model."""
+    from zubov_bench.evaluation import evaluate
+
+    out = tmp_path / "results"
+    evaluate([noisy_ckpt], attacks=["pgd-l2:steps=5"], eps="0.25", out=out, n_samples=30, batch_size=30,
+             progress=False, log=lambda m: None)
+    before = {r.id: r.sanity for r in ResultsStore(out).records()}
+    result = CliRunner().invoke(main, ["certify", "-c", noisy_ckpt, "--n0", "20", "--n", "100", "--n-samples",
+                                       "30", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    after = ResultsStore(out).records()
+    certificates = [r for r in after if r.threat == CERTIFIED_THREAT]
+    assert certificates and all(r.sanity["eps_monotone"]["ok"] for r in certificates if r.severity > 0)
+    attacks = [r for r in after if r.id in before and r.perturbation == "pgd-l2"]
+    assert attacks and all(r.sanity["grad_nonzero"] == before[r.id]["grad_nonzero"] for r in attacks)
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--sigma", "-1"], "--sigma must be a positive number"),
     (["--n", "0"], "--n must be an integer >= 1"),

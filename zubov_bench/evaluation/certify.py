@@ -432,6 +432,7 @@ def _certify_context(ctx, certifier, seed, radii, store, force, progress, log) -
 
     from tqdm import tqdm
 
+    from .runner import refresh_record_checks
     from .store import concat_outcomes, record_from_outcomes
 
     records = _records_for(ctx, certifier, seed, radii)
@@ -459,5 +460,6 @@ def _certify_context(ctx, certifier, seed, radii, store, force, progress, log) -
         arrays = {**outcome, "robust": certified_at(outcome, record.severity)}
         store.put(record_from_outcomes(record, arrays, wall), arrays, replace=True)
     store.clear_batches(partial_key)
+    refresh_record_checks(store, ctx.meta["sha256"], seed)  # e.g. certified <= empirical, as `eval` checks
     return [r.id for r in records]
 

@@ -29,7 +29,7 @@ from .context import CheckpointContext, load_context, resolve_views
 from .paper_protocol import PAPER, paper_attack_for
 from .plan import (SANITY_EPS, SANITY_SAMPLES, AttackRequest, batch_slices, parse_attacks, parse_eps,
                    parse_shard, shard_batches)
-from .sanity import GRAD_ZERO, GradStats, run_checks
+from .sanity import GRAD_ZERO, MODEL_CHECKS, GradStats, run_checks
 from .solver_view import GradSolver, parse_grad_solvers
 from .store import ResultsStore, check_writable_target, concat_outcomes, record_from_outcomes
 from .worst_case import update_worst_case
@@ -365,6 +365,16 @@ def finalize(ctx: CheckpointContext, store: ResultsStore, seed: int) -> list[Rec
                         ctx.model.solver.describe() if hasattr(ctx.model, "solver") else "")
     store.update_sanity(sanity)
     return worst
+
+
+def refresh_record_checks(store: ResultsStore, sha256: str, seed: int) -> None:
+    """The sanity checks that read records only, for one checkpoint and seed, after records were added
+    without an attack run (certificates); the stored MODEL_CHECKS of each record stay as they are."""
+    with store.locked():
+        records = [r for r in store.records() if r.checkpoint_sha256 == sha256 and r.seed == seed]
+        fresh = run_checks(records)
+        store.update_sanity({r.id: {**{k: v for k, v in r.sanity.items() if k in MODEL_CHECKS}, **fresh[r.id]}
+                             for r in records})
 
 
 def gradient_stats(ctx: CheckpointContext) -> dict[str, GradStats]:
