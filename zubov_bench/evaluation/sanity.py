@@ -28,8 +28,9 @@ LARGE_EPS_MAX = 0.05  # "about 0" at eps = 1.0 L∞
 SOLVER_GAP_MAX = 0.02  # two points
 GRAD_NONZERO_MIN = 0.99  # "nearly all samples"
 GRAD_ZERO = 1e-10  # below this an L2 step normalised by the gradient norm no longer moves
-# Checks that measure the model (gradient statistics, the unroll choice), not only the records
-MODEL_CHECKS = ("grad_nonzero", "unroll_agreement")
+# Checks that need the model, not only the records: the gradient statistics, the unroll choice
+# (solver_gap passes a deployed solver that is already the unroll)
+MODEL_CHECKS = ("grad_nonzero", "unroll_agreement", "solver_gap")
 # Checks a worst case passes when any member passes them, not only when all do
 PASSED_BY_ANY_MEMBER = ("grad_nonzero",)
 # Kinds that check 3 expects a white-box gradient attack to match or beat
