@@ -9,7 +9,7 @@ from .options import DATA_ROOT, DEVICE, DOWNLOAD, PROGRESS, RECHECK
 
 @click.command("reproduce")
 @click.option("--preset", "-p", metavar="NAME|FILE.yaml",
-              help="quick (digits, about 35 min on a shared 2-core CPU), fashion-mnist (CPU, hours), paper (GPU), a preset "
+              help="quick (digits, about 20 min on an idle 2-core CPU), fashion-mnist (CPU, hours), paper (GPU), a preset "
                    "registered from Python, or a YAML file with the same keys.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default results/PRESET).")
 @click.option("--models", metavar="A,B", help="Only these models (default: the preset's, usually every "
