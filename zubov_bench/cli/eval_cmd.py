@@ -51,8 +51,8 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
 
     apply_threads(threads)  # --jobs workers share these threads
     apply_cuda_graphs(cuda_graphs, device)
-    sizes = dict(n_samples=option_value(n_samples, "--n-samples", 500),
-                 batch_size=option_value(batch_size, "--batch-size", DEFAULT_BATCH_SIZE),
+    sizes = dict(n_samples=option_value(n_samples, "--n-samples", None if recheck else 500),  # None: the records'
+                 batch_size=option_value(batch_size, "--batch-size", None if recheck else DEFAULT_BATCH_SIZE),
                  seed=option_value(seed, "--seed", 0), device=device, grad_solver=grad_solver, out=out,
                  data_root=data_root, download=download, log=lambda message: click.echo(message, err=True))
     if recheck:
@@ -61,8 +61,6 @@ def command(checkpoints, attacks, eps, n_samples, batch_size, seed, grad_solver,
                                               ("--transfer-from", transfer_from)) if value]
         if attacking:
             raise UserError(f"--recheck attacks nothing; drop {', '.join(attacking)}")
-        sizes.update(n_samples=option_value(n_samples, "--n-samples", None),  # None: the records'
-                     batch_size=option_value(batch_size, "--batch-size", None))
         records = recheck_records(list(checkpoints), **sizes)
     else:
         records = evaluate(list(checkpoints), attacks=list(attacks) or "all", eps=eps, force=force, shard=shard,

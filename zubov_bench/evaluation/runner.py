@@ -103,22 +103,23 @@ def recheck(checkpoints, n_samples: int | None = None, batch_size: int | None = 
     examples: `n_samples` and `batch_size` default to the largest the checkpoint's records name, and
     `grad_solver` should be the evaluation's. Returns the records."""
     paths = resolve_checkpoints(checkpoints)
-    validate_sizes(n_samples or 1, batch_size or 1, seed)
+    validate_sizes(1 if n_samples is None else n_samples, 1 if batch_size is None else batch_size, seed)
     views = parse_grad_solvers(grad_solver) if isinstance(grad_solver, (str, type(None))) else list(grad_solver)
     dev = resolve_device(device)
     check_writable_target(out)
     store = ResultsStore(out)
+    stored = store.records()
     shas = {path: read_payload(path).get("sha256") for path in paths}
-    mine = {path: [r for r in store.records() if (r.checkpoint_sha256, r.seed) == (sha, seed)]
-            for path, sha in shas.items()}
+    mine = {path: [r for r in stored if (r.checkpoint_sha256, r.seed) == (sha, seed)] for path, sha in shas.items()}
     for path, records in mine.items():  # every checkpoint has records before any is rewritten
         if not records:
             raise UserError(f"{out} holds no records of {path} with evaluation seed {seed}; nothing to recheck")
     with deterministic_algorithms(True, dev):
         for path, records in mine.items():
             batches = [r.params["batch_size"] for r in records if "batch_size" in r.params] or [DEFAULT_BATCH_SIZE]
-            ctx = load_context(path, n_samples or max(r.params.get("n_samples", r.n) for r in records),
-                               batch_size or max(batches), dev, data_root, download)
+            n = n_samples if n_samples is not None else max(r.params.get("n_samples", r.n) for r in records)
+            ctx = load_context(path, n, batch_size if batch_size is not None else max(batches), dev, data_root,
+                               download)
             resolve_views(ctx, views)
             finalize(ctx, store, seed)
             log(f"{path}: worst cases and sanity checks recomputed in {out}")

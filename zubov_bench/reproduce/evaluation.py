@@ -179,15 +179,14 @@ def pending_calls(run: RunPlan, sha: str, plan: EvalPlan, source: tuple[str, str
     return calls
 
 
-def recheck_call(arg: tuple[str, dict], log: Callable[[str], None] | None = None) -> tuple[str, str]:
+def recheck_call(arg: tuple[str, dict], log: Callable[[str], None] | None = None) -> str:
     """One finished run's worst cases and sanity checks recomputed from its stored records
-    (`reproduce --recheck`); `arg` is (run name, `recheck` keywords). Returns (run name, sha256)."""
-    from ..checkpoint import read_payload
+    (`reproduce --recheck`); `arg` is (run name, `recheck` keywords). Returns the run name."""
     from ..evaluation.runner import recheck
 
     run, kwargs = arg
     recheck(**kwargs, **({"log": log} if log else {}))
-    return run, read_payload(kwargs["checkpoints"][0])["sha256"]
+    return run
 
 
 def certify_call(kwargs: dict, log: Callable[[str], None] | None = None) -> list:

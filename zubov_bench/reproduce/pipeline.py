@@ -287,28 +287,28 @@ class Reproduction:
 
     def _eval_tasks(self) -> list[Task]:
         """Evaluations whose checkpoint and transfer source both exist by now."""
-        tasks, stored = [], None
+        tasks, stored, checkpoints_in_store = [], None, None
         for run in self.runs:
             source = self._source_run(run)
             if not run.evaluate or run.name in self.eval_planned or run.name not in self.summaries or \
                     (source is not None and source.name not in self.summaries):
                 continue
             self.eval_planned.add(run.name)
-            stored = ResultsStore(self.out).ids() if stored is None else stored
+            if stored is None:  # the store is read once per call, when a run needs it
+                found = ResultsStore(self.out).all_records()
+                stored = {r.id for r in found}
+                checkpoints_in_store = {r.checkpoint_sha256 for r in found if not r.shard}
             source_ckpt = None if source is None else (str(source.checkpoint), self.summaries[source.name]["sha256"])
             calls = pending_calls(run, self.summaries[run.name]["sha256"], self.preset.eval, source_ckpt,
                                   self.out, self.state, stored, self.preset.certify, **self._common)
             if calls:  # evaluate() ends with the worst cases and sanity checks: a recheck comes with it
                 tasks.append(Task(f"eval:{run.name}", run_calls, calls, PRIORITY_EVAL + self._cost(run)))
-            elif self.recheck and self.summaries[run.name]["sha256"] in self._stored_checkpoints():
+            elif self.recheck and self.summaries[run.name]["sha256"] in checkpoints_in_store:
                 tasks.append(Task(f"recheck:{run.name}", recheck_call, (run.name, self._recheck_kwargs(run)),
                                   PRIORITY_EVAL + self._cost(run)))
             else:
                 self.log(f"[eval] {run.name}: finished earlier, skipped")
         return tasks
-
-    def _stored_checkpoints(self) -> set[str]:
-        return {r.checkpoint_sha256 for r in ResultsStore(self.out).records()}
 
     def _recheck_kwargs(self, run: RunPlan) -> dict:
         plan = self.preset.eval
@@ -316,9 +316,8 @@ class Reproduction:
                     seed=plan.seed, grad_solver=plan.grad_solver, out=str(self.out), device=self.device,
                     data_root=self.data_root, download=self.download)
 
-    def _rechecked(self, arg: tuple, result: tuple[str, str]) -> list[Task]:
-        run_name, sha256 = result
-        self.state.mark_rechecked(run_name, sha256)
+    def _rechecked(self, arg: tuple, run_name: str) -> list[Task]:
+        self.state.mark_rechecked(run_name, self.summaries[run_name]["sha256"])
         self.log(f"[recheck] {run_name}: worst cases and sanity checks recomputed")
         return []
 
