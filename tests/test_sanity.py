@@ -89,6 +89,22 @@ def test_a_margin_loss_attack_reaches_a_saturated_softmax_and_passes_grad_nonzer
     assert not partly[dlr.id]["grad_nonzero"]["ok"]
 
 
+def test_the_details_of_tied_checks_do_not_depend_on_where_the_store_lives():
+    """Record ids hash a transfer source's path, so two clones order a store's records differently;
+    when attacks tie, the member a detail names must not follow that order."""
+    def worst_case_details(source_dir):
+        members = [rec("pgd", 0.3, 0.0), rec("square", 0.3, 0.0, grad_solver="none"),
+                   rec("transfer", 0.3, 0.0, grad_solver="none", source=f"{source_dir}/node.pt")]
+        wc = rec("worst-case", 0.3, 0.0, grad_solver="all")
+        wc.members = sorted(m.id for m in members)  # as worst_case_record stores them
+        records = sorted(members, key=lambda r: r.id) + [wc]
+        return {c: v["detail"] for c, v in run_checks(records)[wc.id].items()}
+
+    details = [worst_case_details(f"/clone{i}/results") for i in range(40)]
+    assert "whitebox_vs_blackbox" in details[0]
+    assert all(d == details[0] for d in details)
+
+
 # --- a deliberately masked model ------------------------------------------------------------
 @dataclass
 class MaskedConfig:

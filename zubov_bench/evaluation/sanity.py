@@ -18,6 +18,7 @@ it concerns; the worst-case record of an ε collects every check of its members.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 
 from ..records import Record, is_attack_flag
@@ -89,6 +90,9 @@ class SanityReport:
 def run_checks(records: list[Record], grad_stats: dict[str, GradStats] | None = None,
                unrolls: dict[int, UnrollChoice] | None = None, solver_text: str = "") -> dict[str, dict]:
     """Sanity results keyed by record id, for the complete records of one checkpoint and seed."""
+    # ids hash every param, a transfer source's path included, so id order differs between clones:
+    # ties (which member a detail names) are broken in an order that does not
+    records = sorted(records, key=_clone_independent_order)
     report = SanityReport(records)
     by_subset: dict[int, list[Record]] = {}
     for r in records:
@@ -106,6 +110,11 @@ def run_checks(records: list[Record], grad_stats: dict[str, GradStats] | None = 
         _keep_attack_flags(report, group)
         _collect_into_worst_case(report, group)
     return report.result
+
+
+def _clone_independent_order(r: Record) -> tuple:
+    return (r.perturbation, r.threat, round(r.severity, 8), r.grad_solver,
+            json.dumps(r.attack_settings, sort_keys=True, default=str), r.shard)
 
 
 def _attacks(group):
@@ -270,7 +279,7 @@ def _collect_into_worst_case(report, group):
     by_id = {r.id: r for r in group}
     for wc in (r for r in group if r.perturbation == WORST_CASE):
         any_member: dict[str, list[tuple[Record, dict]]] = {}
-        for member in (by_id[m] for m in wc.members if m in by_id):
+        for member in sorted((by_id[m] for m in wc.members if m in by_id), key=_clone_independent_order):
             for check, value in report.result.get(member.id, {}).items():
                 if check in PASSED_BY_ANY_MEMBER:
                     any_member.setdefault(check, []).append((member, value))
