@@ -45,6 +45,28 @@ def test_train_writes_a_complete_run_folder(tmp_path, cli_env):
     assert again.returncode != 0 and "already holds a run" in again.stderr
 
 
+def test_training_from_an_older_runs_config_names_the_settings_it_leaves_open(tmp_path, cli_env):
+    """A run's config.yaml pins every setting its code had; one written before a setting existed
+    leaves it to today's value, and `train --config` says which, with the value it takes."""
+    run = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--no-progress", "--device", "cpu"]
+    first = run_cli([*args, "--model", "node", "--out", str(run)], env=cli_env)
+    assert first.returncode == 0, first.stderr
+    again = run_cli([*args, "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again")], env=cli_env)
+    assert again.returncode == 0 and "note:" not in again.stderr, again.stderr
+    older = yaml.safe_load(open(run / "config.yaml"))
+    del older["train"]["adv_fraction"], older["model_config"]["noise_aug"]
+    (run / "config.yaml").write_text(yaml.safe_dump(older))
+    out = run_cli([*args, "--config", str(run / "config.yaml"), "--out", str(tmp_path / "older")], env=cli_env)
+    assert out.returncode == 0, out.stderr
+    note = next(line for line in out.stderr.splitlines() if line.startswith("note:"))
+    assert "train.adv_fraction=1.0" in note and "model_config.noise_aug=0.0" in note
+    # a config file that is not a run's (no env.json beside it) is a partial config by design
+    (run / "env.json").unlink()
+    plain = run_cli([*args, "--config", str(run / "config.yaml"), "--out", str(tmp_path / "plain")], env=cli_env)
+    assert plain.returncode == 0 and "note:" not in plain.stderr, plain.stderr
+
+
 def _corrupt_run(tmp_path):
     run = tmp_path / "broken"
     run.mkdir()

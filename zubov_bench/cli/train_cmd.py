@@ -71,6 +71,14 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
         run_dir = resume_dir
     else:
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets), device)
+        from ..training.run import settings_a_run_config_leaves_open
+
+        open_settings = settings_a_run_config_leaves_open(config_file, resolved) if config_file else {}
+        if open_settings:
+            click.echo(f"note: {config_file} is the config of a run from before these settings existed, so "
+                       f"they take today's values and this run may differ from that one: "
+                       f"{', '.join(f'{k}={v}' for k, v in open_settings.items())} "
+                       f"(pin them with --set or in the file)", err=True)
         if label:
             resolved["method"] = label
         from ..training.run import default_run_dir
@@ -82,3 +90,4 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
         return
     click.echo(f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.4f} "
                f"after {summary['epochs']} epochs ({summary['train_seconds']:.0f}s) -> {run_dir}")
+

@@ -21,6 +21,7 @@ from . import distributed
 from .trainer import MODEL_FILE, STATE_FILE, Trainer, TrainConfig, environment
 
 RESOLVED_CONFIG = "config.yaml"
+RUN_ENVIRONMENT = "env.json"  # written beside RESOLVED_CONFIG when a run starts
 
 
 def resolve_run_config(model: str | None, dataset: str | None, config_file: str | None,
@@ -55,6 +56,26 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
     if file_cfg.get("method"):
         resolved["method"] = str(file_cfg["method"])
     return resolved
+
+
+def settings_a_run_config_leaves_open(config_file: str | Path, resolved: dict) -> dict[str, object]:
+    """The settings that `config_file`, a run folder's config.yaml, does not name, with the values
+    `resolved` (resolve_run_config's answer for it) gives them ({"train.KEY" or "model_config.KEY":
+    value}); empty for any other config file.
+
+    `train` writes every setting its code has into the run's config.yaml, so that file pins the run.
+    A setting the code gained later is missing from an older run's file and takes today's default
+    or recipe value, so training again from the file may give another model."""
+    path = Path(config_file)
+    if path.name != RESOLVED_CONFIG or not (path.parent / RUN_ENVIRONMENT).is_file():
+        return {}
+    written = load_config_file(path)
+    config_cls = getattr(MODELS.get(resolved["model"]), "Config", None)
+    today = {"train": asdict(build_dataclass(TrainConfig, resolved["train"], "training")),
+             "model_config": asdict(make_config(config_cls, resolved["model_config"])) if config_cls else {}}
+    today["train"].pop("progress", None)
+    return {f"{section}.{key}": value for section, values in today.items()
+            for key, value in sorted(values.items()) if key not in written.get(section, {})}
 
 
 def default_run_dir(resolved: dict) -> Path:
@@ -143,7 +164,7 @@ def _start_run_dir(run_dir: Path, resolved: dict, trainer: Trainer, device: str)
             "model_config": trainer.model.config_dict()}
     full["train"].pop("progress")
     write_text(run_dir / RESOLVED_CONFIG, yaml.safe_dump(_plain(full), sort_keys=False))
-    write_json(run_dir / "env.json", environment(trainer.device) | {"world_size": distributed.world_size()})
+    write_json(run_dir / RUN_ENVIRONMENT, environment(trainer.device) | {"world_size": distributed.world_size()})
     for stale in (STATE_FILE, MODEL_FILE, "metrics.csv", "summary.json"):
         (run_dir / stale).unlink(missing_ok=True)
 
