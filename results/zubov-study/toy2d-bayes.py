@@ -17,9 +17,8 @@ import math
 import sys
 
 import numpy as np
-from scipy.stats import binom
-
 import torch
+from scipy.stats import binom
 
 from zubov_bench.checkpoint import load_checkpoint
 from zubov_bench.data import load_dataset

@@ -52,6 +52,7 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
     """
     from ..training import resolve_run_config, resume_run, train_run
     from ..training.distributed import is_main
+    from ..training.run import default_run_dir, settings_a_run_config_leaves_open
 
     apply_threads(threads)  # recorded in the run's env.json
     apply_cuda_graphs(cuda_graphs, device)
@@ -71,8 +72,6 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
         run_dir = resume_dir
     else:
         resolved = resolve_run_config(model, dataset, config_file, overrides, parse_set_options(sets), device)
-        from ..training.run import settings_a_run_config_leaves_open
-
         open_settings = settings_a_run_config_leaves_open(config_file, resolved) if config_file else {}
         if open_settings:
             click.echo(f"note: {config_file} is the config of a run from before these settings existed, so "
@@ -81,8 +80,6 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
                        f"(pin them with --set or in the file)", err=True)
         if label:
             resolved["method"] = label
-        from ..training.run import default_run_dir
-
         run_dir = out or default_run_dir(resolved)
         summary = train_run(resolved, run_dir, data_root=data_root, download=download,
                             device=device, progress=progress, force=force)
@@ -90,4 +87,3 @@ def command(model, dataset, epochs, batch_size, lr, seed, config_file, sets, lab
         return
     click.echo(f"{summary['model']} on {summary['dataset']}: test accuracy {summary['test_acc']:.4f} "
                f"after {summary['epochs']} epochs ({summary['train_seconds']:.0f}s) -> {run_dir}")
-
