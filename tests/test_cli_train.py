@@ -61,6 +61,11 @@ def test_training_from_an_older_runs_config_names_the_settings_it_leaves_open(tm
     assert out.returncode == 0, out.stderr
     note = next(line for line in out.stderr.splitlines() if line.startswith("note:"))
     assert "train.adv_fraction=1.0" in note and "model_config.noise_aug=0.0" in note
+    # a bad value given with it is the one line the user sees, not after a note on a run never started
+    bad = run_cli([*args, "--config", str(run / "config.yaml"), "--epochs", "0", "--out", str(tmp_path / "bad")],
+                  env=cli_env)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == ["error: --epochs must be >= 1, got 0"], \
+        bad.stderr
     # a config file that is not a run's (no env.json beside it) is a partial config by design
     (run / "env.json").unlink()
     plain = run_cli([*args, "--config", str(run / "config.yaml"), "--out", str(tmp_path / "plain")], env=cli_env)

@@ -98,6 +98,9 @@ def test_sweep_trains_and_attacks_every_variant_into_one_store_and_resumes(tmp_p
     # a typo in a grid's model setting stops the study before its first variant trains
     ({"datasets": ["toy2d"], "variants": {"node": {}, "zubov-c": {"model": "zubov", "grid": {"c": [0.5, 1.0]}}}},
      [], "zubov-c-c=0.5 on toy2d: unknown config key(s) c for ZubovConfig"),
+    # and so does a training budget no run can take
+    ({"datasets": ["toy2d"], "variants": {"node": {}, "node-lr": {"model": "node", "grid": {"train.lr": [0.01, 0]}}}},
+     [], "node-lr-lr=0 on toy2d: --lr must be a positive number"),
 ])
 def test_sweep_bad_input_is_one_line(tmp_path, content, args, message):
     path = tmp_path / ("study.yaml" if content is not None else "study.txt")

@@ -48,14 +48,27 @@ def resolve_run_config(model: str | None, dataset: str | None, config_file: str 
         model_cfg.update(flatten_dotted(source, nested, model))
     if config_cls is not None:
         make_config(config_cls, model_cfg)  # an unknown key or bad value fails here, before any work starts
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(train) - known)
-    if unknown:
-        raise UserError(f"unknown training key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    training_settings(train)  # likewise for the training settings, so a plan fails before its first run
     resolved = {"model": model, "dataset": dataset, "train": train, "model_config": model_cfg}
     if file_cfg.get("method"):
         resolved["method"] = str(file_cfg["method"])
     return resolved
+
+
+def training_settings(train: dict) -> TrainConfig:
+    """The TrainConfig a resolved `train` section asks for; a one-line UserError for an unknown
+    key or a bad value."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise UserError(f"unknown training key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    train_defaults = TrainConfig()
+    for key, value in train.items():  # coerce() would read `epochs: true` as 1 epoch
+        if isinstance(value, bool) and not isinstance(getattr(train_defaults, key), bool):
+            raise UserError(f"training key {key}: expected a number, got {str(value).lower()}")
+    settings = build_dataclass(TrainConfig, train, "training")
+    settings.validate()
+    return settings
 
 
 def settings_a_run_config_leaves_open(config_file: str | Path, resolved: dict) -> dict[str, object]:
@@ -71,7 +84,7 @@ def settings_a_run_config_leaves_open(config_file: str | Path, resolved: dict) -
         return {}
     written = load_config_file(path)
     config_cls = getattr(MODELS.get(resolved["model"]), "Config", None)
-    today = {"train": asdict(build_dataclass(TrainConfig, resolved["train"], "training")),
+    today = {"train": asdict(training_settings(resolved["train"])),
              "model_config": asdict(make_config(config_cls, resolved["model_config"])) if config_cls else {}}
     today["train"].pop("progress", None)
     return {f"{section}.{key}": value for section, values in today.items()
@@ -91,13 +104,7 @@ def _check_fresh(run_dir: Path, force: bool) -> None:
 
 def build_trainer(resolved: dict, run_dir: Path, data_root=None, download=False,
                   device="auto", progress=True) -> Trainer:
-    train_defaults = TrainConfig()
-    for key, value in resolved["train"].items():  # coerce() would read `epochs: true` as 1 epoch
-        if isinstance(value, bool) and not isinstance(getattr(train_defaults, key, None), bool):
-            raise UserError(f"training key {key}: expected a number, got {str(value).lower()}")
-    tcfg = dataclasses.replace(build_dataclass(TrainConfig, resolved["train"], "training"),
-                               device=device, progress=progress)
-    tcfg.validate()
+    tcfg = dataclasses.replace(training_settings(resolved["train"]), device=device, progress=progress)
     dev = resolve_device(device)
     with distributed.main_first():  # one download or unpacking, not one per rank
         data = load_dataset(resolved["dataset"], data_root, download)
