@@ -2,11 +2,12 @@
 
 toy2d (zubov_bench.data.small.make_toy2d) draws each class uniformly along an arc and adds
 Gaussian noise, so the class densities are known exactly and the Bayes-optimal classifier is
-argmax_k p(x | k) (the classes are balanced). This prints that rule's accuracy on the committed
-toy2d test split, its expected accuracy on fresh draws (a Monte Carlo estimate with its standard
-error), and the chance that the Bayes rule itself reaches a given accuracy on a 300-point test set.
-Given checkpoints of toy2d models, it also prints each one's accuracy on the committed split and on
-the same fresh points, and how often it agrees with the Bayes rule there.
+argmax_k p(x | k), the classes being balanced (zubov_bench.data.small.toy2d_bayes_predict). This
+prints that rule's accuracy on the committed toy2d test split, its expected accuracy on fresh draws
+(a Monte Carlo estimate with its standard error), and the chance that the Bayes rule itself reaches
+a given accuracy on a 300-point test set. Given checkpoints of toy2d models, it also prints each
+one's accuracy on the committed split and on the same fresh points, and how often it agrees with
+the Bayes rule there.
 
     python results/zubov-study/toy2d-bayes.py [--target 0.97] [CHECKPOINT ...]
 """
@@ -22,26 +23,7 @@ from scipy.stats import binom
 
 from zubov_bench.checkpoint import load_checkpoint
 from zubov_bench.data import load_dataset
-from zubov_bench.data.small import TOY2D_NOISE, TOY2D_SCALE, TOY2D_SHIFT, make_toy2d, toy2d_arc
-
-ARC_POINTS = 4001  # quadrature nodes along each arc
-
-
-def arcs(num_classes: int = 3) -> list[np.ndarray]:
-    """Each class's noiseless arc, in the dataset's [0, 1]^2 coordinates."""
-    t = np.linspace(0.0, math.pi, ARC_POINTS)
-    return [(toy2d_arc(k, num_classes, t) + TOY2D_SHIFT) / TOY2D_SCALE for k in range(num_classes)]
-
-
-def bayes_predict(x: np.ndarray, chunk: int = 4000) -> np.ndarray:
-    """argmax_k of the class density: the Gaussian noise kernel averaged along arc k."""
-    sigma = TOY2D_NOISE / TOY2D_SCALE
-    dens = np.zeros((len(x), 3))
-    for k, pts in enumerate(arcs()):
-        for i in range(0, len(x), chunk):
-            d2 = ((x[i:i + chunk, None, :] - pts[None]) ** 2).sum(-1)
-            dens[i:i + chunk, k] = np.exp(-d2 / (2 * sigma ** 2)).mean(1)
-    return dens.argmax(1)
+from zubov_bench.data.small import make_toy2d, toy2d_bayes_predict
 
 
 def model_predict(checkpoint: str, x: np.ndarray, chunk: int = 10000) -> np.ndarray:
@@ -59,9 +41,9 @@ def main(argv: list[str]) -> int:
     data = load_dataset("toy2d")
     x, y = data.x_test.numpy().reshape(-1, 2), data.y_test.numpy()
     n = len(y)
-    test_acc = float((bayes_predict(x) == y).mean())
+    test_acc = float((toy2d_bayes_predict(x) == y).mean())
     fresh_x, fresh_y = make_toy2d(n_per_class=20000, seed=123)
-    bayes_fresh = bayes_predict(fresh_x)
+    bayes_fresh = toy2d_bayes_predict(fresh_x)
     p = float((bayes_fresh == fresh_y).mean())
     se = math.sqrt(p * (1 - p) / len(fresh_y))
     need = math.ceil(args.target * n - 1e-9)
