@@ -43,6 +43,9 @@ def test_adversarial_fraction_outside_0_1_is_refused_in_one_line(tmp_path):
     from zubov_bench.errors import UserError
 
     for bad in (0.0, 1.5):
-        resolved = resolve_run_config("node", "digits", None, {"epochs": 1, "adv_eps": 0.1, "adv_fraction": bad}, {})
+        with pytest.raises(UserError, match=r"^adv_fraction must be in \(0, 1\], got"):  # when the run is resolved
+            resolve_run_config("node", "digits", None, {"epochs": 1, "adv_eps": 0.1, "adv_fraction": bad}, {})
+        resolved = resolve_run_config("node", "digits", None, {"epochs": 1, "adv_eps": 0.1}, {})
+        resolved["train"]["adv_fraction"] = bad  # and from a resolved config built by hand
         with pytest.raises(UserError, match=r"^adv_fraction must be in \(0, 1\], got"):
             train_run(resolved, tmp_path / "run", progress=False, device="cpu")
