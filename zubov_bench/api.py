@@ -95,7 +95,7 @@ def _evaluate_module(module: torch.nn.Module, dataset, attacks, opts: EvalOption
     grad_flags = [(p, p.requires_grad) for p in module.parameters()]
     model.to(dev).requires_grad_(False)
     # The content hash names the model in the store, exactly as for a checkpoint file.
-    sha = state_hash(name, config, model.state_dict())
+    sha = state_hash(name, config, model.state_dict(), getattr(module, "Config", None))
     meta = {"model": name, "data": {"name": dataset}, "sha256": sha, "extra": {"method": name}}
     check_writable_target(opts.out)
     store = ResultsStore(opts.out)

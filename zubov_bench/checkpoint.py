@@ -1,7 +1,9 @@
 """Safe checkpoints: tensors and plain data only, loaded with `torch.load(weights_only=True)`.
 
 A checkpoint holds the model name, its resolved config, the data spec, the state dict and a
-sha256 over (name, config, state), so that tampering or truncation is caught on load.
+sha256 over (name, config, state), so that tampering or truncation is caught on load. The config
+part leaves out settings added later while they hold the value that keeps the model as it was
+(identity_settings), so a new setting does not change an unchanged model's sha256.
 """
 from __future__ import annotations
 
@@ -24,9 +26,29 @@ from .io import write_bytes
 FORMAT = "zubov-bench-checkpoint/1"
 
 
-def state_hash(model_name: str, config: dict, state: dict[str, torch.Tensor]) -> str:
+def hash_neutral_settings(config_cls: type | None) -> dict[str, object]:
+    """{setting: neutral value} a config class and its bases declare in `hash_neutral`."""
+    return {key: value for cls in reversed(getattr(config_cls, "__mro__", ()))
+            for key, value in vars(cls).get("hash_neutral", {}).items()}
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def identity_settings(config_cls: type | None, config: dict) -> dict:
+    """The settings of `config` a content hash covers: all but the hash-neutral ones (ODEConfig's
+    `hash_neutral`) that hold their neutral value."""
+    neutral = hash_neutral_settings(config_cls)
+    return {key: value for key, value in config.items()
+            if not (key in neutral and _canonical(value) == _canonical(neutral[key]))}
+
+
+def state_hash(model_name: str, config: dict, state: dict[str, torch.Tensor], config_cls: type | None = None) -> str:
+    """sha256 over the model's name, its identity settings (`config_cls` names the hash-neutral
+    ones) and its tensors."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([model_name, config], sort_keys=True, default=str).encode())
+    digest.update(_canonical([model_name, identity_settings(config_cls, config)]).encode())
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(key.encode())
@@ -40,7 +62,7 @@ def save_checkpoint(path: str | Path, model, extra: dict[str, Any] | None = None
     """Write model + config + hash atomically; returns the content hash."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = json.loads(json.dumps(model.config_dict(), default=list))
-    digest = state_hash(model.registry_name, config, state)
+    digest = state_hash(model.registry_name, config, state, getattr(model, "Config", None))
     payload = {
         "format": FORMAT,
         "suite_version": __version__,
@@ -90,11 +112,12 @@ def read_payload(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify: bool = True):
     """Rebuild the model from a checkpoint; returns (model in eval mode, payload without state)."""
-    from .models import create_model
+    from .models import MODELS, create_model
 
     payload = read_payload(path)
     state = payload["state_dict"]
-    if verify and state_hash(payload["model"], payload["config"], state) != payload.get("sha256"):
+    config_cls = getattr(MODELS.get(payload["model"]), "Config", None)
+    if verify and state_hash(payload["model"], payload["config"], state, config_cls) != payload.get("sha256"):
         raise UserError(f"checkpoint {path} failed its integrity check (content hash mismatch)")
     spec = DataSpec.from_dict(payload["data"])
     model = create_model(payload["model"], spec, **payload["config"])

@@ -39,6 +39,12 @@ class ODEConfig:
     max_num_steps: int = 2000  # adaptive solvers: fail (SolverError) past this many steps
     noise_aug: float = 0.0  # probability of Gaussian-noise augmentation during training
     noise_sigmas: tuple = (50 / 255, 75 / 255, 100 / 255)
+    # A setting added to a config after checkpoints of it exist, with the value that leaves a model
+    # as it was before the setting: while a model holds that value its checkpoint's content hash
+    # leaves the setting out, so retraining an older run gives the same sha256 and finds its
+    # records. Subclasses add their own; entries are never changed or removed, or stored hashes stop
+    # matching (checkpoint.identity_settings; tests/data/hashed_settings.json pins them).
+    hash_neutral: ClassVar[dict[str, object]] = {}
 
     def solver_config(self) -> SolverConfig:
         return SolverConfig(self.solver, self.steps, self.rtol, self.atol, self.T, self.adjoint,
