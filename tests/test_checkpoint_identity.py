@@ -51,7 +51,7 @@ def test_a_setting_added_later_keeps_the_sha256_of_a_model_it_does_not_change(tm
     # what the code had before `noise_aug` existed: neither the setting nor its hash-neutral entry
     before = state_hash("node", {k: v for k, v in config.items() if k != "noise_aug"}, state)
     assert save_checkpoint(tmp_path / "hashed.pt", model) != before  # an undeclared new setting changes it
-    monkeypatch.setattr(ODEConfig, "hash_neutral", {"noise_aug": 0.0})  # declared when it is added
+    monkeypatch.setattr(ODEConfig, "hash_neutral", {"noise_aug": 0})  # declared when it is added (0 as 0.0)
     assert save_checkpoint(tmp_path / "same.pt", model) == before
     assert load_checkpoint(tmp_path / "same.pt")[1]["sha256"] == before  # and the checkpoint verifies
     assert load_checkpoint(tmp_path / "same.pt")[1]["config"]["noise_aug"] == 0.0  # still stored in full

@@ -36,12 +36,17 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _plain(value):
+    """As a checkpoint stores it (tuples as lists), so that (0.1, 0.2) matches [0.1, 0.2] and 0 matches 0.0."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def identity_settings(config_cls: type | None, config: dict) -> dict:
     """The settings of `config` a content hash covers: all but the hash-neutral ones (ODEConfig's
     `hash_neutral`) that hold their neutral value."""
     neutral = hash_neutral_settings(config_cls)
     return {key: value for key, value in config.items()
-            if not (key in neutral and _canonical(value) == _canonical(neutral[key]))}
+            if not (key in neutral and _plain(value) == _plain(neutral[key]))}
 
 
 def state_hash(model_name: str, config: dict, state: dict[str, torch.Tensor], config_cls: type | None = None) -> str:
