@@ -5,13 +5,13 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from zubov_bench.data import load_dataset
-from zubov_bench.data.small import TOY2D_SCALE, TOY2D_SHIFT, make_toy2d, toy2d_arc, toy2d_bayes_predict
+from zubov_bench.data.small import make_toy2d, toy2d_arc, toy2d_bayes_predict, toy2d_in_unit_square
 
 
 def test_the_toy2d_bayes_rule_puts_each_noiseless_arc_in_its_own_class():
     t = np.linspace(0.0, math.pi, 200)
     for k in range(3):
-        on_arc = (toy2d_arc(k, 3, t) + TOY2D_SHIFT) / TOY2D_SCALE
+        on_arc = toy2d_in_unit_square(toy2d_arc(k, 3, t))
         assert (toy2d_bayes_predict(on_arc) == k).mean() >= 0.98  # the arcs cross near a few points
 
 

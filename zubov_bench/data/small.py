@@ -62,6 +62,11 @@ def toy2d_arc(k: int, num_classes: int, t: np.ndarray) -> np.ndarray:
     return arc @ rot.T + 0.35 * np.array([math.cos(angle), math.sin(angle)])
 
 
+def toy2d_in_unit_square(points: np.ndarray) -> np.ndarray:
+    """Points in the arcs' coordinates mapped to the dataset's [0, 1]^2 (before make_toy2d's clip)."""
+    return (points + TOY2D_SHIFT) / TOY2D_SCALE
+
+
 def make_toy2d(n_per_class: int = 400, num_classes: int = 3, noise: float = TOY2D_NOISE, seed: int = 0):
     """Interleaved curved arcs ("moons" rotated around the centre), one per class, in [0, 1]^2."""
     if not 2 <= num_classes <= 4:
@@ -72,7 +77,7 @@ def make_toy2d(n_per_class: int = 400, num_classes: int = 3, noise: float = TOY2
         pts = toy2d_arc(k, num_classes, g.uniform(0.0, math.pi, n_per_class))
         xs.append(pts + noise * g.standard_normal(pts.shape))
         ys.append(np.full(n_per_class, k))
-    x = (np.concatenate(xs) + TOY2D_SHIFT) / TOY2D_SCALE
+    x = toy2d_in_unit_square(np.concatenate(xs))
     return np.clip(x, 0.0, 1.0), np.concatenate(ys)
 
 
@@ -87,7 +92,7 @@ def toy2d_bayes_predict(x: np.ndarray | torch.Tensor, num_classes: int = 3, nois
     classifier can expect a higher accuracy on toy2d. The clip into [0, 1]^2 is ignored: at the
     default noise no point reaches it."""
     t = (np.arange(arc_points) + 0.5) * math.pi / arc_points  # midpoints of equal parameter cells
-    arcs = torch.as_tensor(np.stack([(toy2d_arc(k, num_classes, t) + TOY2D_SHIFT) / TOY2D_SCALE
+    arcs = torch.as_tensor(np.stack([toy2d_in_unit_square(toy2d_arc(k, num_classes, t))
                                      for k in range(num_classes)]))  # (classes, arc_points, 2)
     x = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(-1, 2)
     sigma = noise / TOY2D_SCALE
